@@ -1,0 +1,182 @@
+"""Batch scoring benchmark: `modelserve predict` and the runtime against Keras, in one run.
+
+Usage: python bench/batch_scoring/run.py [--data DIR] [--repeats N]
+
+Scores 1, 64, 4096 and 1,000,000 rows (resampled from the real dataset) with the production
+seed model, and writes a Markdown table and the raw figures to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from modelserve.model.backend import import_tensorflow
+from modelserve.model.check import check_bundle
+from modelserve.model.dataset import load_dataset
+from modelserve.model.legacy import import_legacy
+from modelserve.model.runtime import ModelRuntime, load_keras_model
+
+SIZES = (1, 64, 4096, 1_000_000)
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+
+
+def best_seconds(call, repeats: int) -> float:
+    """Return the median wall time of `repeats` calls, after one warm-up call."""
+    call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def write_csv(path: Path, rows: np.ndarray) -> None:
+    """Write rows as headerless CSV with the dataset's precision."""
+    np.savetxt(path, rows, delimiter=",", fmt="%.6g")
+
+
+def predict_command_seconds(bundle: Path, csv_path: Path, out: Path, repeats: int) -> float:
+    """Time the whole `modelserve predict` command, interpreter start included."""
+    command = [
+        sys.executable,
+        "-m",
+        "modelserve",
+        "predict",
+        str(csv_path),
+        "-o",
+        str(out),
+        "--model",
+        str(bundle),
+    ]
+    return best_seconds(lambda: subprocess.run(command, check=True, capture_output=True), repeats)
+
+
+def machine() -> dict:
+    """Describe where the figures were measured."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": import_tensorflow().__version__,
+    }
+
+
+def measure(data_dir: Path, repeats: int, work: Path) -> list[dict]:
+    """Run every measurement and return one record per (size, method)."""
+    dataset = load_dataset(data_dir / "pima-indians-diabetes.csv")
+    seed = data_dir / "seed-model" / "production"
+    bundle = work / "bundle"
+    import_legacy(seed / "model.json", seed / "model.h5", dataset, bundle)
+    check_bundle(bundle, plan_out=bundle / "plan.npz")
+    runtime = ModelRuntime.load(bundle)
+    model = load_keras_model(bundle / "model.keras")
+    tf = import_tensorflow()
+    traced = tf.function(lambda x: model(x, training=False))
+    rng = np.random.default_rng(0)
+    records = []
+    for size in SIZES:
+        rows = dataset.features[rng.integers(0, dataset.rows, size)]
+        csv_path = work / f"rows-{size}.csv"
+        write_csv(csv_path, rows)
+        timings = time_methods(bundle, runtime, model, traced, rows, csv_path, repeats)
+        for method, seconds in timings.items():
+            records.append(
+                {
+                    "rows": size,
+                    "method": method,
+                    "seconds": seconds,
+                    "rows_per_second": size / seconds,
+                }
+            )
+            print(
+                f"{size:>9} rows  {method:<62} {seconds * 1e3:10.3f} ms  "
+                f"{size / seconds:14,.0f} rows/s",
+                flush=True,
+            )
+    return records
+
+
+def time_methods(bundle, runtime, model, traced, rows, csv_path: Path, repeats: int) -> dict:
+    """Time each way of scoring the same rows."""
+    slow_repeats = 1 if len(rows) >= 100_000 else repeats
+    batch_size = max(32, min(len(rows), 65536))
+    return {
+        "modelserve predict (CSV in, CSV out, process start included)": predict_command_seconds(
+            bundle, csv_path, csv_path.with_suffix(".out"), slow_repeats
+        ),
+        "runtime.score (compiled plan)": best_seconds(lambda: runtime.score(rows), repeats),
+        "Keras model(x) direct call": best_seconds(
+            lambda: model(rows, training=False), slow_repeats
+        ),
+        "tf.function(model)": best_seconds(lambda: traced(rows), slow_repeats),
+        "Keras model.predict": best_seconds(
+            lambda: model.predict(rows, verbose=0, batch_size=batch_size), slow_repeats
+        ),
+    }
+
+
+def write_results(records: list[dict], info: dict) -> Path:
+    """Write the figures as Markdown and JSON under bench/results/."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Batch scoring, {stamp}",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+        f"numpy {info['numpy']}, TensorFlow {info['tensorflow']}.",
+        "Model: the production seed model (8-12-8-1, sigmoid) imported as a bundle. "
+        "Median of repeated runs (one run for 1,000,000 rows), after a warm-up.",
+        "",
+        "| rows | method | time | rows/s |",
+        "|---:|---|---:|---:|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['rows']:,} | {r['method']} | {r['seconds'] * 1e3:,.3f} ms "
+            f"| {r['rows_per_second']:,.0f} |"
+        )
+    path = RESULTS / f"batch_scoring-{stamp}.md"
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(
+        json.dumps({"date": stamp, "machine": info, "records": records}, indent=2) + "\n"
+    )
+    return path
+
+
+def main() -> None:
+    """Parse arguments, measure, write results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("MODELSERVE_TEST_DATA") or str(REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(default_data))
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="modelserve-bench-") as tmp:
+        records = measure(args.data, args.repeats, Path(tmp))
+    print(f"results written to {write_results(records, machine())}")
+
+
+if __name__ == "__main__":
+    main()

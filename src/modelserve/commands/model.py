@@ -1,0 +1,83 @@
+"""`modelserve model`: check a bundle, import a legacy Keras 2 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from modelserve.commands.common import (
+    bundle_destination,
+    describe_metrics,
+    keep_bundle,
+    training_data,
+)
+from modelserve.config import Settings
+from modelserve.model.check import check_bundle_isolated
+from modelserve.model.legacy import import_legacy
+
+
+@click.group()
+def model() -> None:
+    """Work with model bundles."""
+
+
+@model.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds the check may take.")
+def check(bundle: Path, timeout: float) -> None:
+    """Load BUNDLE in a clean process and run it on its contract's example rows."""
+    report = check_bundle_isolated(bundle, timeout=timeout)
+    click.echo(
+        f"ok: {report['version']} loads, fits its contract and reproduces its "
+        f"{report['examples']} example rows (max difference {report['max_difference']:.2g}); "
+        f"runtime: {report['runtime']}"
+    )
+
+
+@model.command(name="import-legacy")
+@click.argument("architecture", type=click.Path(path_type=Path))
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    help="CSV to evaluate on (default: the stored dataset).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the bundle here (else it is only registered).",
+)
+@click.option(
+    "--register/--no-register",
+    default=None,
+    help="Add the bundle to the registry (the default when no --out is given).",
+)
+@click.option("--activate", is_flag=True, help="Register and serve the imported model.")
+@click.option("--reason", default="imported legacy model", show_default=True)
+@click.pass_obj
+def import_legacy_command(
+    settings: Settings,
+    architecture: Path,
+    weights: Path,
+    data_path: Path | None,
+    out: Path | None,
+    register: bool | None,
+    activate: bool,
+    reason: str,
+) -> None:
+    """Convert a Keras 2 model.json + model.h5 pair into a bundle."""
+    dataset = training_data(settings, data_path)
+    with bundle_destination(out) as bundle:
+        manifest = import_legacy(architecture, weights, dataset, bundle)
+        click.echo(describe_metrics(manifest))
+        keep_bundle(
+            settings,
+            bundle,
+            out,
+            register,
+            activate,
+            source=f"import-legacy {architecture}",
+            reason=reason,
+        )

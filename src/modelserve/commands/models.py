@@ -1,0 +1,175 @@
+"""`modelserve models`: list, add, activate and roll back model versions; show the history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelserve.commands.common import format_metric
+from modelserve.config import Settings
+from modelserve.model.bundle import read_manifest
+from modelserve.registry import Registry, RegistryError, VersionInfo
+
+EMPTY_HINT = (
+    "no models registered yet; train one with `modelserve train --activate` "
+    "or import the seed model with `modelserve model import-legacy ...`"
+)
+SOURCE_WIDTH = 40
+
+
+@click.group()
+def models() -> None:
+    """List, add, activate and roll back model versions."""
+
+
+@models.command("list")
+@click.pass_obj
+def list_command(settings: Settings) -> None:
+    """Show every registered version, oldest first; * marks the one being served."""
+    infos = Registry(settings.registry_dir).list_versions()
+    if not infos:
+        click.echo(EMPTY_HINT)
+        return
+    header = ["VERSION", "CREATED (UTC)", "ACCURACY", "ROC AUC", "SOURCE", "ACTIVE"]
+    click.echo(_table(header, [_version_row(info) for info in infos]))
+
+
+@models.command("add")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--activate", "activate_now", is_flag=True, help="Serve it right away.")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.pass_obj
+def add_command(settings: Settings, bundle: Path, activate_now: bool, reason: str) -> None:
+    """Check the model bundle BUNDLE and store it as a new version."""
+    registry = Registry(settings.registry_dir)
+    known = _is_registered(registry, read_manifest(bundle).get("version"))
+    info = registry.add(bundle, source=str(bundle.resolve()), reason=reason)
+    if known:
+        click.echo(f"{info.version} is already registered; nothing added")
+    else:
+        click.echo(f"added {info.version} ({_metrics_summary(info.manifest)})")
+    if activate_now:
+        _activate(registry, info.version, reason)
+
+
+@models.command("activate")
+@click.argument("version")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.pass_obj
+def activate_command(settings: Settings, version: str, reason: str) -> None:
+    """Serve VERSION (or a unique prefix of it, at least 4 characters) from now on."""
+    _activate(Registry(settings.registry_dir), version, reason)
+
+
+@models.command("rollback")
+@click.option("--reason", default="", help="Why, for the history.")
+@click.pass_obj
+def rollback_command(settings: Settings, reason: str) -> None:
+    """Serve again the version that was active before the current one."""
+    registry = Registry(settings.registry_dir)
+    previous = registry.active_version()
+    info = registry.rollback(source="cli", reason=reason)
+    click.echo(f"rolled back: {info.version} is active (was {previous or 'nothing'})")
+
+
+@models.command("history")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Show the N most recent changes (0 for all).",
+)
+@click.pass_obj
+def history_command(settings: Settings, limit: int) -> None:
+    """Show who changed what, when, from which source and why, oldest first."""
+    events = Registry(settings.registry_dir).history()
+    if limit:
+        events = events[-limit:]
+    if not events:
+        click.echo("no changes recorded yet")
+        return
+    header = ["WHEN (UTC)", "ACTION", "VERSION", "PREVIOUS", "SOURCE", "REASON", "USER"]
+    click.echo(_table(header, [_event_row(event) for event in events]))
+
+
+def _activate(registry: Registry, version: str, reason: str) -> None:
+    """Activate a version and say what changed."""
+    previous = registry.active_version()
+    info = registry.activate(version, source="cli", reason=reason)
+    if info.version == previous:
+        click.echo(f"{info.version} is already active")
+    else:
+        click.echo(f"active: {info.version} (was {previous or 'nothing'})")
+
+
+def _is_registered(registry: Registry, version: Any) -> bool:
+    """Tell whether a bundle's version is already in the store (only to word the message)."""
+    try:
+        return isinstance(version, str) and registry.resolve(version) == version
+    except RegistryError:
+        return False
+
+
+def _version_row(info: VersionInfo) -> list[str]:
+    """Format one version for `models list`."""
+    source = info.manifest.get("source")
+    kind = source.get("kind") if isinstance(source, dict) else None
+    return [
+        info.version,
+        _when(info.manifest.get("created_at"), "%Y-%m-%d %H:%M"),
+        format_metric(info.manifest, "accuracy"),
+        format_metric(info.manifest, "roc_auc"),
+        str(kind or "-"),
+        "*" if info.active else "",
+    ]
+
+
+def _event_row(event: dict[str, Any]) -> list[str]:
+    """Format one history event for `models history`."""
+    return [
+        _when(event.get("at"), "%Y-%m-%d %H:%M:%S"),
+        str(event.get("action") or "-"),
+        str(event.get("version") or "-"),
+        str(event.get("previous") or "-"),
+        _shorten(str(event.get("source") or "-"), SOURCE_WIDTH),
+        str(event.get("reason") or ""),
+        str(event.get("user") or "-"),
+    ]
+
+
+def _metrics_summary(manifest: dict[str, Any]) -> str:
+    """Summarize the headline metrics in one phrase."""
+    accuracy, auc = format_metric(manifest, "accuracy"), format_metric(manifest, "roc_auc")
+    return f"accuracy {accuracy}, ROC AUC {auc}"
+
+
+def _when(text: Any, fmt: str) -> str:
+    """Show an ISO-8601 time in UTC (a time without zone is taken as UTC)."""
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text or "-")
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(fmt)
+
+
+def _shorten(text: str, width: int) -> str:
+    """Keep the end of a long text (a path's end says the most); the history file has it all."""
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Lay rows out in left-aligned columns under a header."""
+    # Reasons are free text; keep every row on one line whatever the user typed.
+    rows = [[" ".join(cell.split()) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,1 @@
+"""Models: data, training, bundles, legacy import, inference runtime (no web, no queue)."""

@@ -1,0 +1,142 @@
+"""The bundle format: a directory holding model.keras and manifest.json.
+
+The manifest names the input contract, the output, held-out metrics, provenance and the
+sha256 of every file; its canonical JSON, hashed, is the bundle's version id. This module
+never imports Keras, so the registry and the delivery gate can read bundles cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from modelserve.errors import UserError
+from modelserve.fsutil import atomic_write_text, sha256_file
+
+FORMAT = "modelserve.bundle/1"
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+VERSION_LENGTH = 12
+MAX_MANIFEST_BYTES = 1 << 20
+REQUIRED_KEYS = ("format", "version", "created_at", "input", "output", "metrics", "files")
+
+
+class BundleError(UserError):
+    """A bundle that cannot be used; the message is one line meant for the user."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialize deterministically, so that equal manifests hash equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def compute_version(manifest: dict[str, Any]) -> str:
+    """Return the content hash of a manifest (which itself holds every file's sha256)."""
+    body = {key: value for key, value in manifest.items() if key != "version"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()[:VERSION_LENGTH]
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    """Load and structurally validate a bundle's manifest."""
+    path = Path(bundle) / MANIFEST_FILE
+    if not Path(bundle).is_dir():
+        raise BundleError(f"{bundle}: not a bundle directory")
+    if not path.is_file():
+        raise BundleError(f"{bundle}: {MANIFEST_FILE} is missing")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: not valid JSON ({error})") from None
+    validate_manifest(manifest, path)
+    return manifest
+
+
+def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> None:
+    """Check the manifest's shape: required keys, format, features and files."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: must be a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{where}: missing {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise BundleError(f"{where}: format {manifest['format']!r} is not {FORMAT!r}")
+    features = manifest["input"].get("features") if isinstance(manifest["input"], dict) else None
+    if not isinstance(features, list) or not features:
+        raise BundleError(f"{where}: input.features must be a non-empty list")
+    if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in features):
+        raise BundleError(f"{where}: every input feature needs a name")
+    files = manifest["files"]
+    if not isinstance(files, dict) or MODEL_FILE not in files:
+        raise BundleError(f"{where}: files must list {MODEL_FILE}")
+
+
+def feature_names(manifest: dict[str, Any]) -> list[str]:
+    """Return the input feature names in the order the model takes them."""
+    return [feature["name"] for feature in manifest["input"]["features"]]
+
+
+def verify_integrity(bundle: Path) -> dict[str, Any]:
+    """Check every file against its recorded sha256 and the version against the content."""
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    for name, recorded in manifest["files"].items():
+        _verify_file(bundle, name, recorded)
+    expected = compute_version(manifest)
+    if manifest["version"] != expected:
+        raise BundleError(
+            f"{bundle}: manifest version {manifest['version']!r} does not match its content "
+            f"({expected}); the manifest was edited after the bundle was written"
+        )
+    return manifest
+
+
+def _verify_file(bundle: Path, name: str, recorded: Any) -> None:
+    """Check one listed file: a plain name, present, with the recorded hash."""
+    if Path(name).name != name or name.startswith("."):
+        raise BundleError(f"{bundle}: file name {name!r} in the manifest is not a plain name")
+    path = bundle / name
+    if not path.is_file():
+        raise BundleError(f"{bundle}: {name} is missing")
+    if not isinstance(recorded, dict) or sha256_file(path) != recorded.get("sha256"):
+        raise BundleError(f"{bundle}: {name} does not match its sha256 in the manifest (corrupt?)")
+
+
+def write_bundle(out_dir: Path, model: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Save a Keras model and its manifest into out_dir; return the completed manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    _save_model_atomically(model, model_path)
+    manifest = dict(manifest, format=FORMAT)
+    manifest["files"] = {
+        MODEL_FILE: {"sha256": sha256_file(model_path), "bytes": model_path.stat().st_size}
+    }
+    return write_manifest(out_dir, manifest)
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the content version on a manifest and write it atomically."""
+    manifest = dict(manifest)
+    manifest["version"] = compute_version(manifest)
+    validate_manifest(manifest)
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write_text(Path(out_dir) / MANIFEST_FILE, text)
+    return manifest
+
+
+def _save_model_atomically(model: Any, path: Path) -> None:
+    """Save through a temporary file so a crash never leaves a half-written model."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".model.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

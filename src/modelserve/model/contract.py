@@ -1,0 +1,101 @@
+"""Manifest sections shared by trained and imported models: input contract, output, provenance."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from modelserve.model.dataset import FEATURES, LABEL, Dataset
+from modelserve.model.metrics import evaluate
+
+EXAMPLE_COUNT = 8
+THRESHOLD = 0.5
+
+
+def input_contract(dataset: Dataset, example_rows: np.ndarray, example_outputs: np.ndarray) -> dict:
+    """Describe the input: feature names and order, dtype, observed ranges, example rows."""
+    low, high = dataset.features.min(axis=0), dataset.features.max(axis=0)
+    features = [
+        {"name": name, "dtype": "float32", "min": float(low[i]), "max": float(high[i])}
+        for i, name in enumerate(FEATURES)
+    ]
+    examples = [
+        {"values": [float(v) for v in row], "probability": float(p)}
+        for row, p in zip(example_rows, np.ravel(example_outputs), strict=True)
+    ]
+    return {"features": features, "shape": [None, len(FEATURES)], "examples": examples}
+
+
+def output_contract() -> dict:
+    """Describe the output: one probability of the positive class, and the labels' meaning."""
+    return {
+        "name": LABEL,
+        "shape": [None, 1],
+        "meaning": "probability that the patient develops diabetes within five years",
+        "threshold": THRESHOLD,
+        "labels": {"0": "no diabetes", "1": "diabetes"},
+    }
+
+
+def data_record(dataset: Dataset, split: dict) -> dict:
+    """Describe the data a model was trained or evaluated on."""
+    return {
+        "sha256": dataset.sha256,
+        "rows": dataset.rows,
+        "positives": int(dataset.labels.sum()),
+        "split": split,
+    }
+
+
+def libraries() -> dict:
+    """Record the versions that produced a bundle."""
+    names = ("keras", "tensorflow-cpu", "tensorflow", "numpy", "h5py")
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def now() -> str:
+    """Current UTC time, ISO 8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def pick_examples(indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Choose example rows from held-out indices, both classes represented."""
+    positives = indices[labels[indices] == 1][: EXAMPLE_COUNT // 2]
+    negatives = indices[labels[indices] == 0][: EXAMPLE_COUNT - len(positives)]
+    return np.sort(np.concatenate([positives, negatives]))
+
+
+def evaluated_manifest(model: Any, dataset: Dataset, test_idx: np.ndarray, split: dict) -> dict:
+    """Build the manifest sections that come from running a model on the held-out rows."""
+    probabilities = np.asarray(model(dataset.features[test_idx], training=False)).ravel()
+    examples = pick_examples(test_idx, dataset.labels)
+    example_outputs = model(dataset.features[examples], training=False)
+    return {
+        "created_at": now(),
+        "input": input_contract(dataset, dataset.features[examples], np.asarray(example_outputs)),
+        "output": output_contract(),
+        "metrics": evaluate(dataset.labels[test_idx], probabilities, THRESHOLD),
+        "data": data_record(dataset, split),
+        "libraries": libraries(),
+    }
+
+
+def split_record(seed: int, test_fraction: float, train_rows: int, test_rows: int) -> dict:
+    """Describe the held-out split so that it can be recomputed."""
+    return {
+        "method": "stratified",
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "train_rows": train_rows,
+        "test_rows": test_rows,
+    }

@@ -1,0 +1,132 @@
+"""Score CSV files in a stream: parse with Arrow, score in batches, write probabilities and labels.
+
+The fast path never looks at a value in Python. When Arrow refuses a file (or finds an
+empty or non-finite cell), a slow line-by-line scan finds the first bad cell so that the
+message can name its row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from modelserve.model.runtime import InputError, ModelRuntime
+
+BLOCK_BYTES = 4 << 20
+OUTPUT_COLUMNS = ("probability", "label", "model_version")
+
+Progress = Callable[[int], None]
+
+
+def read_header(path: Path, features: list[str]) -> list[str] | None:
+    """Return the file's header row, or None when its first row is all numbers."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        first = next(csv.reader(stream), None)
+    if first is None:
+        raise InputError(f"{path}: the file is empty")
+    if all(_is_number(cell) for cell in first):
+        return None
+    missing = [name for name in features if name not in first]
+    if missing:
+        raise InputError(f"{path}: the header row lacks {', '.join(missing)}")
+    return first
+
+
+def _is_number(cell: str) -> bool:
+    """Tell whether a cell reads as a number (finite or not)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return "_" not in cell
+
+
+def _open_reader(
+    path: Path, features: list[str], header: list[str] | None
+) -> pacsv.CSVStreamingReader:
+    """Open a streaming reader that yields the contract's columns as float32."""
+    names = header if header is not None else features
+    read = pacsv.ReadOptions(
+        block_size=BLOCK_BYTES,
+        column_names=names,
+        skip_rows=1 if header is not None else 0,
+        encoding="utf8",
+    )
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.float32() for name in features},
+        include_columns=features,
+        null_values=[""],
+        strings_can_be_null=False,
+    )
+    return pacsv.open_csv(path, read_options=read, convert_options=convert)
+
+
+def score_csv(
+    runtime: ModelRuntime, in_path: Path, out_path: Path, progress: Progress | None = None
+) -> int:
+    """Score every row of in_path into out_path; return the number of rows scored."""
+    header = read_header(in_path, runtime.features)
+    schema = pa.schema(
+        [("probability", pa.float32()), ("label", pa.int8()), ("model_version", pa.string())]
+    )
+    rows = 0
+    try:
+        reader = _open_reader(in_path, runtime.features, header)
+        with pacsv.CSVWriter(out_path, schema) as writer:
+            for batch in reader:
+                matrix = _batch_matrix(batch, runtime.features)
+                scores = runtime.score(matrix)
+                version = pa.array([scores.version] * len(matrix), pa.string())
+                writer.write_table(
+                    pa.table([scores.probabilities, scores.labels, version], schema=schema)
+                )
+                rows += len(matrix)
+                if progress is not None:
+                    progress(len(matrix))
+    except (pa.ArrowInvalid, InputError):
+        raise InputError(first_bad_cell(in_path, runtime.features, header)) from None
+    if rows == 0:
+        raise InputError(f"{in_path}: no rows to score")
+    return rows
+
+
+def _batch_matrix(batch: pa.RecordBatch, features: list[str]) -> np.ndarray:
+    """Turn a record batch into a (n, features) float32 matrix, refusing empty cells."""
+    columns = [batch.column(name) for name in features]
+    if any(column.null_count for column in columns):
+        raise InputError("empty cell")  # replaced by first_bad_cell's precise message
+    return np.column_stack([column.to_numpy(zero_copy_only=False) for column in columns])
+
+
+def first_bad_cell(path: Path, features: list[str], header: list[str] | None) -> str:
+    """Scan the file line by line and describe its first unusable cell."""
+    positions = [header.index(name) for name in features] if header else list(range(len(features)))
+    width = len(header) if header else len(features)
+    with open(path, encoding="utf-8-sig", newline="", errors="replace") as stream:
+        for line_number, row in enumerate(csv.reader(stream), start=1):
+            if header is not None and line_number == 1:
+                continue
+            if len(row) != width:
+                return f"{path}: row {line_number}: expected {width} columns, found {len(row)}"
+            for name, position in zip(features, positions, strict=True):
+                problem = _cell_problem(row[position])
+                if problem:
+                    return f"{path}: row {line_number}, column {position + 1} ({name}): {problem}"
+    return f"{path}: the file is not valid CSV"
+
+
+def _cell_problem(cell: str) -> str | None:
+    """Say what is wrong with a cell, or None if it is a finite number."""
+    if not cell.strip():
+        return "empty"
+    if not _is_number(cell):
+        return f"{cell.strip()[:40]!r} is not a number"
+    if not math.isfinite(float(cell)):
+        return f"{cell.strip()!r} is not a finite number"
+    return None

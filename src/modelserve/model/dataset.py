@@ -1,0 +1,229 @@
+"""The training data: validation, import, download, and the seeded stratified split."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.client
+import io
+import json
+import math
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from modelserve.errors import UserError
+from modelserve.fsutil import atomic_write_bytes, atomic_write_text
+
+PIMA_URL = (
+    "https://raw.githubusercontent.com/jbrownlee/Datasets/master/pima-indians-diabetes.data.csv"
+)
+FEATURES = (
+    "pregnancies",
+    "glucose",
+    "blood_pressure",
+    "skin_thickness",
+    "insulin",
+    "bmi",
+    "diabetes_pedigree",
+    "age",
+)
+LABEL = "diabetes"
+DATA_FILE = "pima-indians-diabetes.csv"
+RECORD_FILE = "dataset.json"
+MIN_ROWS = 100
+MAX_ROWS = 1_000_000
+MAX_DOWNLOAD_BYTES = 64 << 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class DatasetError(UserError):
+    """A data file that must not be trained on."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated training data: features, 0/1 labels, and the file's sha256."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    sha256: str
+    source: str
+
+    @property
+    def rows(self) -> int:
+        """Number of examples."""
+        return len(self.labels)
+
+
+def parse_rows(text: str, source: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Parse and validate CSV text: 9 numeric columns, finite values, last column 0/1."""
+    columns = len(FEATURES) + 1
+    values: list[list[float]] = []
+    for line_number, row in _records(text, source):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != columns:
+            raise DatasetError(
+                f"{source}: row {line_number}: expected {columns} columns "
+                f"(8 features and a 0/1 label), found {len(row)}"
+            )
+        values.append(
+            [_parse_cell(cell, line_number, index, source) for index, cell in enumerate(row)]
+        )
+    _check_row_count(len(values), source)
+    table = np.asarray(values, dtype=np.float64)
+    labels = table[:, -1].astype(np.int64)
+    if len(np.unique(labels)) < 2:
+        raise DatasetError(
+            f"{source}: every label is {labels[0]}; both classes (0 and 1) are needed"
+        )
+    return table[:, :-1].astype(np.float32), labels
+
+
+def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield each CSV row with its line number, turning csv's own errors into DatasetError."""
+    reader = csv.reader(io.StringIO(text, newline=""))  # newline="": a lone \r ends a row too
+    try:
+        yield from ((reader.line_num, row) for row in reader)
+    except csv.Error as error:
+        raise DatasetError(f"{source}: row {reader.line_num}: {error}") from None
+
+
+def _column_name(index: int) -> str:
+    """Name column `index` (0-based) for messages."""
+    return FEATURES[index] if index < len(FEATURES) else f"{LABEL} label"
+
+
+def _parse_cell(cell: str, line_number: int, index: int, source: str) -> float:
+    """Parse one cell, raising a message that names its row and column."""
+    where = f"{source}: row {line_number}, column {index + 1} ({_column_name(index)})"
+    try:
+        if "_" in cell:  # float() accepts "1_000"; a CSV number never has one
+            raise ValueError(cell)
+        value = float(cell)
+    except ValueError:
+        hint = " (the file must have no header row)" if line_number == 1 else ""
+        raise DatasetError(f"{where}: {cell.strip()!r} is not a number{hint}") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}: {cell.strip()!r} is not a finite number")
+    if index < len(FEATURES) and abs(value) > FLOAT32_MAX:  # features are stored as float32
+        raise DatasetError(f"{where}: {cell.strip()!r} is too large for a 32-bit float")
+    if index == len(FEATURES) and value not in (0.0, 1.0):
+        raise DatasetError(f"{where}: label {cell.strip()!r} must be 0 or 1")
+    return value
+
+
+def _check_row_count(count: int, source: str) -> None:
+    """Refuse files too small to train on, or too large to be this dataset."""
+    if count == 0:
+        raise DatasetError(f"{source}: the file has no data rows")
+    if count < MIN_ROWS:
+        raise DatasetError(f"{source}: only {count} rows; at least {MIN_ROWS} are needed")
+    if count > MAX_ROWS:
+        raise DatasetError(f"{source}: {count} rows is more than the {MAX_ROWS} allowed")
+
+
+def decode(data: bytes, source: str) -> str:
+    """Decode bytes as UTF-8 text (a BOM allowed), refusing binary files."""
+    if b"\0" in data:
+        raise DatasetError(f"{source}: a binary file, not CSV text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{source}: not UTF-8 text (byte {error.start})") from None
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Read and validate a dataset file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    data = path.read_bytes()
+    features, labels = parse_rows(decode(data, str(path)), str(path))
+    # Hash the very bytes that were validated, not a second read a writer could race.
+    return Dataset(features, labels, hashlib.sha256(data).hexdigest(), str(path))
+
+
+def import_dataset(source: Path, data_dir: Path) -> dict:
+    """Validate a local CSV and store it as the dataset to train on."""
+    source = Path(source)
+    if not source.is_file():
+        raise DatasetError(f"{source}: no such file")
+    return _store(source.read_bytes(), str(source), data_dir)
+
+
+def fetch_dataset(url: str, data_dir: Path, timeout: float = 30.0) -> dict:
+    """Download the dataset, validate it, and store it as the dataset to train on."""
+    if not url.startswith(("https://", "http://")):
+        raise DatasetError(f"{url}: only http:// and https:// URLs can be fetched")
+    return _store(_download(url, timeout), url, data_dir)
+
+
+def _download(url: str, timeout: float) -> bytes:
+    """Read at most MAX_DOWNLOAD_BYTES of a URL, refusing a reply that is cut short."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (scheme checked)
+            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+            declared = response.headers.get("Content-Length", "")
+    # ValueError and InvalidURL: a malformed URL; other HTTPExceptions: a reply that is not HTTP
+    except (urllib.error.URLError, OSError, ValueError, http.client.InvalidURL) as error:
+        reason = getattr(error, "reason", error)
+        raise DatasetError(f"could not download {url}: {reason}") from None
+    except http.client.HTTPException as error:
+        reason = f"not a valid HTTP reply ({type(error).__name__})"
+        raise DatasetError(f"could not download {url}: {reason}") from None
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise DatasetError(f"{url}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB; not this dataset")
+    # http.client returns a short body without complaint when the connection drops early.
+    if declared.isdigit() and len(data) < int(declared):
+        raise DatasetError(f"could not download {url}: got {len(data)} of {declared} bytes")
+    return data
+
+
+def _store(data: bytes, source: str, data_dir: Path) -> dict:
+    """Validate bytes, then write them and their record atomically."""
+    features, labels = parse_rows(decode(data, source), source)
+    target = Path(data_dir) / DATA_FILE
+    atomic_write_bytes(target, data)
+    record = {
+        "file": DATA_FILE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "rows": int(len(labels)),
+        "positives": int(labels.sum()),
+        "source": source,
+        "stored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(Path(data_dir) / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def stored_dataset(data_dir: Path) -> Path:
+    """Return the stored dataset's path, or say how to get one."""
+    path = Path(data_dir) / DATA_FILE
+    if not path.is_file():
+        raise DatasetError(
+            "no dataset yet: run `modelserve data fetch` or `modelserve data import PATH`"
+        )
+    return path
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into train and held-out sets keeping each class's share; seeded."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"test fraction {test_fraction} must be between 0 and 1")
+    rng = np.random.default_rng(seed)
+    train_parts, test_parts = [], []
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        held_out = int(round(len(members) * test_fraction))
+        test_parts.append(members[:held_out])
+        train_parts.append(members[held_out:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))

@@ -1,0 +1,141 @@
+"""A compiled inference plan: a Sequential model of Normalization and Dense layers as numpy.
+
+Keras' per-call overhead (0.4 ms for a direct call, 40 ms for `predict`) dwarfs the work of a
+small MLP. The plan does the same arithmetic in a few numpy calls, and loads without importing
+TensorFlow, so workers start in a fraction of a second. Plans are derived from model.keras,
+verified against Keras when made, and cached beside the model as plan.npz.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PLAN_FORMAT = "modelserve.plan/1"
+KERAS_EPSILON = 1e-7
+# Rows per chunk: a chunk's widest activations stay in the L2 cache (8192 x 12 x 4 B = 384 KiB).
+CHUNK_ROWS = 8192  # keras.backend.epsilon(), the floor Normalization puts under the stddev
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, in place, as 0.5 * tanh(x / 2) + 0.5: no overflow, one ufunc pass."""
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
+    return x
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    shifted = np.exp(x - x.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0, out=x),
+    "sigmoid": _sigmoid,
+    "tanh": lambda x: np.tanh(x, out=x),
+    "softmax": _softmax,
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One layer: `normalize` (x - shift) / scale, or `dense` activation(x @ kernel + bias)."""
+
+    kind: str
+    arrays: tuple[np.ndarray, np.ndarray]
+    activation: str = "linear"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A chain of steps applied to float32 rows."""
+
+    steps: tuple[Step, ...]
+    source_sha256: str
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Run the plan on a (n, features) float32 array, in cache-sized chunks."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if len(rows) <= CHUNK_ROWS:
+            return self._run(rows)
+        return np.concatenate(
+            [self._run(rows[i : i + CHUNK_ROWS]) for i in range(0, len(rows), CHUNK_ROWS)]
+        )
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Apply every step to one chunk."""
+        for step in self.steps:
+            first, second = step.arrays
+            if step.kind == "normalize":
+                x = (x - first) / second
+            else:
+                x = x @ first
+                x += second
+                x = ACTIVATIONS[step.activation](x)
+        return x
+
+    def save(self, path: Path) -> None:
+        """Write the plan as an .npz (no pickles)."""
+        spec = {
+            "format": PLAN_FORMAT,
+            "source_sha256": self.source_sha256,
+            "steps": [{"kind": s.kind, "activation": s.activation} for s in self.steps],
+        }
+        arrays = {f"s{i}_{j}": a for i, s in enumerate(self.steps) for j, a in enumerate(s.arrays)}
+        with open(path, "wb") as stream:
+            np.savez(stream, spec=np.array(json.dumps(spec)), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        """Read a plan written by save()."""
+        with np.load(path, allow_pickle=False) as data:
+            spec = json.loads(str(data["spec"]))
+            if spec.get("format") != PLAN_FORMAT:
+                raise ValueError(f"{path}: not a {PLAN_FORMAT} file")
+            steps = tuple(
+                Step(s["kind"], (data[f"s{i}_0"], data[f"s{i}_1"]), s["activation"])
+                for i, s in enumerate(spec["steps"])
+            )
+        return cls(steps, spec["source_sha256"])
+
+
+def compile_plan(model: Any, source_sha256: str) -> Plan | None:
+    """Translate a Keras Sequential model into a plan, or None if a layer is not supported."""
+    if type(model).__name__ != "Sequential":
+        return None
+    steps = []
+    for layer in model.layers:
+        step = _compile_layer(layer)
+        if step is None:
+            return None
+        steps.append(step)
+    return Plan(tuple(steps), source_sha256)
+
+
+def _compile_layer(layer: Any) -> Step | None:
+    """Translate one layer; None when it is not plain Normalization or Dense."""
+    kind = type(layer).__name__
+    if kind == "Normalization" and not layer.invert and tuple(layer.axis) == (-1,):
+        mean = np.asarray(layer.mean, dtype=np.float32).reshape(-1)
+        stddev = np.sqrt(np.asarray(layer.variance, dtype=np.float32).reshape(-1))
+        return Step("normalize", (mean, np.maximum(stddev, np.float32(KERAS_EPSILON))))
+    if kind == "Dense" and not layer.lora_enabled:
+        activation = getattr(layer.activation, "__name__", "")
+        if activation not in ACTIVATIONS:
+            return None
+        kernel = np.asarray(layer.kernel, dtype=np.float32)
+        bias = (
+            np.asarray(layer.bias, dtype=np.float32)
+            if layer.use_bias
+            else np.zeros(kernel.shape[1], np.float32)
+        )
+        return Step("dense", (kernel, bias), activation)
+    return None

@@ -1,0 +1,132 @@
+"""The inference runtime: load a bundle once, score batches of rows, stamp the version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserve.errors import UserError
+from modelserve.model.backend import import_keras, import_tensorflow
+from modelserve.model.bundle import MODEL_FILE, BundleError, feature_names, verify_integrity
+from modelserve.model.plan import Plan, compile_plan
+
+PLAN_FILE = "plan.npz"
+PLAN_TOLERANCE = 1e-5
+
+
+class InputError(UserError):
+    """Rows that do not fit the model's input contract."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Probabilities and 0/1 labels for a batch, with the version that computed them."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    version: str
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a .keras file without compiling it and without running arbitrary code."""
+    keras = import_keras()  # deferred: TensorFlow takes seconds to import, often needlessly
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file; all mean the same
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BundleError(f"{path}: cannot be loaded as a Keras model ({message})") from None
+
+
+def keras_function(model: Any, n_features: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a Keras model in one traced TensorFlow function (never `model.predict`)."""
+    tf = import_tensorflow()
+
+    spec = tf.TensorSpec([None, n_features], tf.float32)
+    traced = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return lambda rows: traced(rows).numpy()
+
+
+def plan_matches(plan: Plan, model: Any, rows: np.ndarray) -> bool:
+    """Check that a plan computes what Keras computes on the given rows."""
+    expected = np.asarray(model(rows, training=False))
+    return bool(np.allclose(plan(rows), expected, atol=PLAN_TOLERANCE, rtol=0))
+
+
+class ModelRuntime:
+    """A loaded model version that scores batches of rows."""
+
+    def __init__(self, manifest: dict, predict: Callable[[np.ndarray], np.ndarray], kind: str):
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.features: list[str] = feature_names(manifest)
+        self.threshold = float(manifest["output"].get("threshold", 0.5))
+        self.kind = kind
+        self._predict = predict
+
+    @classmethod
+    def load(cls, bundle: Path) -> ModelRuntime:
+        """Load a bundle, preferring its cached plan, else Keras compiled to a plan or a graph."""
+        bundle = Path(bundle)
+        manifest = verify_integrity(bundle)
+        model_sha = manifest["files"][MODEL_FILE]["sha256"]
+        plan = _cached_plan(bundle / PLAN_FILE, model_sha)
+        if plan is not None:
+            return cls(manifest, plan, "plan")
+        model = load_keras_model(bundle / MODEL_FILE)
+        examples = example_rows(manifest)
+        plan = compile_plan(model, model_sha)
+        if plan is not None and plan_matches(plan, model, examples):
+            return cls(manifest, plan, "plan")
+        return cls(manifest, keras_function(model, len(feature_names(manifest))), "keras")
+
+    def score(self, rows: Any) -> Scores:
+        """Score a batch of rows given as a (n, features) array-like of numbers."""
+        batch = self.validate(rows)
+        if len(batch) == 0:
+            probabilities = np.zeros(0, np.float32)
+        else:
+            probabilities = np.asarray(self._predict(batch), dtype=np.float32)[:, 0]
+        labels = (probabilities >= self.threshold).astype(np.int8)
+        return Scores(probabilities, labels, self.version)
+
+    def validate(self, rows: Any) -> np.ndarray:
+        """Return rows as float32 (n, features), refusing wrong shapes and non-finite values."""
+        try:
+            batch = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError("rows must be numbers only") from None
+        if batch.ndim != 2 or batch.shape[1] != len(self.features):
+            raise InputError(
+                f"rows must have {len(self.features)} values each "
+                f"({', '.join(self.features)}); got shape {batch.shape}"
+            )
+        finite = np.isfinite(batch)
+        if not finite.all():
+            row, column = np.argwhere(~finite)[0]
+            name, value = self.features[column], batch[row, column]
+            raise InputError(f"row {row + 1}, {name}: {value} is not a finite number")
+        return batch
+
+
+def example_rows(manifest: dict) -> np.ndarray:
+    """Return the contract's example rows as float32."""
+    examples = manifest["input"].get("examples") or []
+    return np.asarray([example["values"] for example in examples], dtype=np.float32).reshape(
+        -1, len(feature_names(manifest))
+    )
+
+
+def _cached_plan(path: Path, model_sha: str) -> Plan | None:
+    """Load plan.npz if it exists and was derived from this very model file."""
+    if not path.is_file():
+        return None
+    try:
+        plan = Plan.load(path)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache is ignored, the model itself is the truth
+    return plan if plan.source_sha256 == model_sha else None

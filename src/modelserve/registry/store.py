@@ -1,0 +1,448 @@
+"""The versioned model store on disk: add, activate, roll back, and the history of changes.
+
+Layout under the registry root:
+
+    versions/<version>/   a checked bundle, renamed in complete and never modified afterwards
+    active                relative symlink to versions/<version>, switched with os.replace()
+    history.jsonl         one JSON event per line, appended and fsynced under the lock
+    staging/add-<random>/ a bundle being copied and checked, flocked by its (live) writer
+    .lock                 flock held around every mutation, but never while a bundle is checked
+
+Readers take no lock: a version becomes visible only once complete, and the link always
+names exactly one version. The link is the truth of what is served; the history is made to
+agree with it at the start of every mutation (see _reconcile).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from modelserve.errors import UserError
+from modelserve.fsutil import fsync_dir
+from modelserve.model.bundle import MANIFEST_FILE, BundleError, read_manifest, verify_integrity
+
+ACTIVE_LINK = "active"
+HISTORY_FILE = "history.jsonl"
+LOCK_FILE = ".lock"
+MIN_PREFIX = 4
+_VERSION_RE = re.compile(r"[0-9a-f]{12}")
+_PREFIX_RE = re.compile(r"[0-9a-f]{4,}")  # MIN_PREFIX hex digits or more
+_LINK_TMP_PREFIX = ".active-tmp-"
+
+Checker = Callable[[Path], None]
+Event = dict[str, Any]
+
+
+class RegistryError(UserError):
+    """A registry operation that cannot be done; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered model version."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    active: bool
+
+
+def check_with_runtime(staged: Path) -> None:
+    """Load a staged bundle in a separate process and write its prediction plan beside it."""
+    # Imported here: it pulls in the model runtime, which listing or activating never needs.
+    from modelserve.model.check import check_bundle_isolated
+
+    check_bundle_isolated(staged, plan_out=staged / "plan.npz")
+
+
+class Registry:
+    """A versioned model store rooted at one directory (Settings.registry_dir)."""
+
+    def __init__(self, root: Path, checker: Checker | None = None) -> None:
+        self.root = Path(root).absolute()
+        self._checker = checker or check_with_runtime
+        self._versions = self.root / "versions"
+        self._staging = self.root / "staging"
+        self._history_path = self.root / HISTORY_FILE
+
+    # -- reading (no lock: everything visible is complete) ---------------------------------
+
+    def resolve(self, version_or_prefix: str) -> str:
+        """Return the full version id that a version, or a unique prefix of one, names."""
+        text = version_or_prefix.strip().lower()
+        if not _PREFIX_RE.fullmatch(text):
+            raise RegistryError(
+                f"{version_or_prefix!r} is not a model version (expected at least {MIN_PREFIX} "
+                "hex digits, as shown by `modelserve models list`)"
+            )
+        matches = [version for version in self._version_ids() if version.startswith(text)]
+        if not matches:
+            raise RegistryError(f"unknown model version {text!r}; see `modelserve models list`")
+        if len(matches) > 1:
+            raise RegistryError(
+                f"model version {text!r} is ambiguous: it matches {', '.join(matches)}"
+            )
+        return matches[0]
+
+    def get(self, version: str) -> VersionInfo:
+        """Describe one registered version (a unique prefix is enough)."""
+        version = self.resolve(version)
+        return self._info(version, self.active_version())
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Return every registered version, oldest first by the manifest's created_at."""
+        active = self.active_version()
+        infos = [self._info(version, active) for version in self._version_ids()]
+        return sorted(
+            infos, key=lambda info: (str(info.manifest.get("created_at", "")), info.version)
+        )
+
+    def active_version(self) -> str | None:
+        """Return the version the active link names, or None when nothing is active."""
+        try:
+            target = Path(os.readlink(self.root / ACTIVE_LINK))
+        except OSError:  # no link yet (or not a link at all): nothing is being served
+            return None
+        if len(target.parts) == 2 and target.parts[0] == "versions":
+            if _VERSION_RE.fullmatch(target.parts[1]):
+                return target.parts[1]
+        return None
+
+    def active_dir(self) -> Path | None:
+        """Return versions/<active>; read all of a model's files through this one path."""
+        # Resolving the link once, rather than opening files through it, is what keeps a
+        # reader from mixing two versions when the link is switched between two reads.
+        version = self.active_version()
+        if version is None:
+            return None
+        path = self._versions / version
+        return path if path.is_dir() else None
+
+    def history(self) -> list[Event]:
+        """Return every recorded change, oldest first; an unreadable (torn) line is skipped."""
+        try:
+            return _parse_events(self._history_path.read_bytes())
+        except FileNotFoundError:
+            return []
+
+    def _version_ids(self) -> list[str]:
+        """Return the ids of the complete versions, sorted."""
+        try:
+            names = os.listdir(self._versions)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if _VERSION_RE.fullmatch(name))
+
+    def _info(self, version: str, active: str | None) -> VersionInfo:
+        """Build the VersionInfo of a stored version."""
+        path = self._versions / version
+        return VersionInfo(version, path, _load_manifest(path), version == active)
+
+    # -- mutations (each under the lock) ----------------------------------------------------
+
+    def add(self, bundle: Path, *, source: str, reason: str = "") -> VersionInfo:
+        """Check a bundle and store it as a new version; a version already stored is returned."""
+        bundle = Path(bundle)
+        version = verify_integrity(bundle)["version"]  # cheap refusal before copying anything
+        if (self._versions / version).is_dir():
+            return self.get(version)
+        with self._mutation():
+            staged, owner_fd = self._new_staging()
+        published = False
+        try:
+            # The slow part (copy, checker) runs without the registry lock, so an activation
+            # or an emergency rollback never waits for a model to be checked.
+            version = self._stage(bundle, staged)
+            with self._mutation():
+                if not (self._versions / version).is_dir():  # another process may have won
+                    self._publish(staged, version, source, reason)
+                    published = True
+        finally:
+            if not published:
+                shutil.rmtree(staged, ignore_errors=True)
+            os.close(owner_fd)
+        return self.get(version)
+
+    def activate(self, version: str, *, source: str, reason: str = "") -> VersionInfo:
+        """Serve a registered version from now on; activating the active one changes nothing."""
+        with self._mutation():
+            version = self.resolve(version)
+            current = self.active_version()
+            if version != current:
+                # The event is durable before the switch, so an interrupted switch is detected.
+                self._append(_event("activate", version, current, source=source, reason=reason))
+                self._switch(version)
+        return self.get(version)
+
+    def rollback(self, *, source: str, reason: str = "") -> VersionInfo:
+        """Re-activate the version that was active before the current activation."""
+        with self._mutation() as stack:
+            if len(stack) < 2:
+                raise RegistryError("nothing to roll back to: no earlier activation in the history")
+            target, current = stack[-2], stack[-1]
+            if not (self._versions / target).is_dir():
+                raise RegistryError(f"cannot roll back to {target}: it is no longer in the store")
+            self._append(_event("rollback", target, current, source=source, reason=reason))
+            self._switch(target)
+        return self.get(target)
+
+    @contextmanager
+    def _mutation(self) -> Iterator[list[str]]:
+        """Hold the lock, clear what crashed writers left, reconcile; yield the activation stack."""
+        self._versions.mkdir(parents=True, exist_ok=True)
+        self._staging.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._remove_stale_staging()
+            yield self._reconcile()
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _new_staging(self) -> tuple[Path, int]:
+        """Create a private staging directory, flocked so cleaners can tell its writer lives."""
+        # Called under the registry lock, so no cleaner sees it before it is flocked.
+        staged = self._staging / f"add-{secrets.token_hex(8)}"
+        staged.mkdir()
+        fd = os.open(staged, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            staged.rmdir()
+            raise
+        return staged, fd
+
+    def _remove_stale_staging(self) -> None:
+        """Delete staging entries whose writer died (the kernel dropped its flock with it)."""
+        for entry in self._staging.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and _writer_alive(entry):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        for link in self.root.glob(_LINK_TMP_PREFIX + "*"):  # killed between symlink and replace
+            link.unlink(missing_ok=True)
+
+    def _stage(self, bundle: Path, staged: Path) -> str:
+        """Copy a bundle's listed files, verify the copy, check it, flush it; return its version."""
+        shutil.copyfile(bundle / MANIFEST_FILE, staged / MANIFEST_FILE)
+        # The copy's own manifest decides what is copied: the source may change meanwhile.
+        for name in read_manifest(staged)["files"]:
+            if Path(name).name != name or name.startswith("."):
+                raise BundleError(
+                    f"{bundle}: file name {name!r} in the manifest is not a plain name"
+                )
+            shutil.copyfile(bundle / name, staged / name)
+        try:
+            version = verify_integrity(staged)["version"]  # what is stored is what must match
+            self._checker(staged)
+        except BundleError as error:
+            # Name the user's bundle in the message, not our private staging directory.
+            raise BundleError(str(error).replace(str(staged), str(bundle))) from None
+        _fsync_tree(staged)
+        return version
+
+    def _publish(self, staged: Path, version: str, source: str, reason: str) -> None:
+        """Move a checked bundle into versions/ with one rename, then record it."""
+        os.rename(staged, self._versions / version)
+        fsync_dir(self._versions)
+        fsync_dir(self._staging)
+        previous = self.active_version()
+        self._append(_event("add", version, previous, source=source, reason=reason))
+
+    def _switch(self, version: str) -> None:
+        """Point the active link at a version with one atomic rename."""
+        tmp = self.root / f"{_LINK_TMP_PREFIX}{secrets.token_hex(8)}"
+        # Relative, so the store keeps working when mounted or moved elsewhere.
+        os.symlink(Path("versions") / version, tmp)
+        try:
+            os.replace(tmp, self.root / ACTIVE_LINK)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.root)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _reconcile(self) -> list[str]:
+        """Make the history agree with the disk after a crash; return the activation stack."""
+        events = self._read_history_for_append()
+        stack, last = _activation_stack(events)
+        real, top = self.active_version(), (stack[-1] if stack else None)
+        if real != top:
+            recovery = _recovery_event(real, top, last)
+            self._append(recovery)
+            events.append(recovery)
+            stack, _ = _activation_stack(events)
+        recorded = {event.get("version") for event in events if event.get("action") == "add"}
+        for version in self._version_ids():
+            if version not in recorded:  # killed between the rename and its add event
+                reason = "recovered: found in the store without an add event (an interrupted add)"
+                self._append(_event("add", version, real, source="recovery", reason=reason))
+        return stack
+
+    def _read_history_for_append(self) -> list[Event]:
+        """Read the history, cutting a torn last line off so the next event starts cleanly."""
+        try:
+            data = self._history_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        if data and not data.endswith(b"\n"):
+            # A crash mid-append. Its change never happened (the link is switched only after
+            # the event is durable; an add without its event is re-recorded by _reconcile).
+            keep = data.rfind(b"\n") + 1
+            os.truncate(self._history_path, keep)
+            data = data[:keep]
+        return _parse_events(data)
+
+    def _append(self, event: Event) -> None:
+        """Append one event and make it durable before anything depends on it."""
+        created = not self._history_path.exists()
+        with open(self._history_path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(event, sort_keys=True) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        if created:
+            fsync_dir(self.root)
+
+
+def _activation_stack(events: list[Event]) -> tuple[list[str], Event | None]:
+    """Replay the history: activate pushes, rollback pops, a recovery repairs; return the stack.
+
+    Also return the last activate/rollback if nothing changed the stack after it, since a
+    recovery may have to undo exactly that one.
+    """
+    stack: list[str] = []
+    last: Event | None = None
+    saved: tuple[int, str | None] = (0, None)  # length and top before `last`, to undo it
+    for event in events:
+        action, version = event.get("action"), event.get("version")
+        if action in ("activate", "rollback"):
+            saved, last = (len(stack), stack[-1] if stack else None), event
+            if action == "rollback" and stack:
+                stack.pop()
+            _push(stack, version)
+        elif action == "recover":
+            if event.get("undo") and last is not None:
+                del stack[max(saved[0] - 1, 0) :]
+                _push(stack, saved[1])
+            elif version is None:
+                stack.clear()
+            else:
+                _push(stack, version)
+            last = None
+    return stack, last
+
+
+def _push(stack: list[str], version: Any) -> None:
+    """Push a version unless it is already on top (or is no version at all)."""
+    if isinstance(version, str) and (not stack or stack[-1] != version):
+        stack.append(version)
+
+
+def _recovery_event(real: str | None, top: str | None, last: Event | None) -> Event:
+    """Describe how the active link and the history disagree, as a 'recover' event."""
+    # If the link still names what was active before the last change, that change was
+    # recorded but interrupted before its switch: undo it rather than stack a new entry,
+    # so that a later rollback goes where the user expects.
+    undo = last is not None and real == last.get("previous")
+    if undo and last is not None:
+        reason = (
+            f"recovered: the {last.get('action')} to {last.get('version')} at {last.get('at')} "
+            f"was interrupted; {real or 'nothing'} stayed active"
+        )
+    else:
+        reason = (
+            f"recovered: the active link names {real or 'nothing'} but the history said "
+            f"{top or 'nothing'} (changed outside modelserve?)"
+        )
+    return dict(_event("recover", real, top, source="recovery", reason=reason), undo=undo)
+
+
+def _event(
+    action: str, version: str | None, previous: str | None, *, source: str, reason: str
+) -> Event:
+    """Build a history event: what changed, when, from which source, why, and by whom."""
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "action": action,
+        "version": version,
+        "previous": previous,
+        "source": source,
+        "reason": reason,
+        "user": _user(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+def _user() -> str:
+    """Return the login name, or the uid where there is none (e.g. in a container)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _parse_events(data: bytes) -> list[Event]:
+    """Parse JSON lines, skipping any that do not parse (a torn write from a crash)."""
+    events = []
+    for line in data.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _load_manifest(version_dir: Path) -> dict[str, Any]:
+    """Read a stored manifest; a damaged one reads as empty rather than hiding the others."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _writer_alive(directory: Path) -> bool:
+    """Tell whether a staging directory's writer still holds its flock."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file and directory of a tree, so that a rename publishes complete data."""
+    for dirpath, _dirnames, filenames in os.walk(directory):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
