@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,36 @@ import click
 from modelserve.config import Settings
 from modelserve.model.dataset import Dataset, load_dataset, stored_dataset
 from modelserve.registry import Registry
+
+
+def keep_options(default_reason: str) -> Callable:
+    """Add --out, --register/--no-register, --activate and --reason to a bundle-making command."""
+    options = [
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="Write the bundle here (else it is only registered).",
+        ),
+        click.option(
+            "--register/--no-register",
+            default=None,
+            help="Add the bundle to the registry (the default when no --out is given).",
+        ),
+        click.option("--activate", is_flag=True, help="Register the bundle and serve it."),
+        click.option(
+            "--reason",
+            default=default_reason,
+            show_default=True,
+            help="Recorded in the registry's history.",
+        ),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def open_registry(settings: Settings) -> Registry:

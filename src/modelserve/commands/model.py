@@ -10,6 +10,7 @@ from modelserve.commands.common import (
     bundle_destination,
     describe_metrics,
     keep_bundle,
+    keep_options,
     training_data,
 )
 from modelserve.config import Settings
@@ -44,18 +45,7 @@ def check(bundle: Path, timeout: float) -> None:
     type=click.Path(path_type=Path),
     help="CSV to evaluate on (default: the stored dataset).",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Write the bundle here (else it is only registered).",
-)
-@click.option(
-    "--register/--no-register",
-    default=None,
-    help="Add the bundle to the registry (the default when no --out is given).",
-)
-@click.option("--activate", is_flag=True, help="Register and serve the imported model.")
-@click.option("--reason", default="imported legacy model", show_default=True)
+@keep_options("imported legacy model")
 @click.pass_obj
 def import_legacy_command(
     settings: Settings,

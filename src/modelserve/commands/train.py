@@ -10,6 +10,7 @@ from modelserve.commands.common import (
     bundle_destination,
     describe_metrics,
     keep_bundle,
+    keep_options,
     training_data,
 )
 from modelserve.config import Settings
@@ -67,18 +68,7 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> tup
     show_default=True,
     help="Share of rows held out.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Write the bundle here (else it is only registered).",
-)
-@click.option(
-    "--register/--no-register",
-    default=None,
-    help="Add the bundle to the registry (the default when no --out is given).",
-)
-@click.option("--activate", is_flag=True, help="Register and serve the new model.")
-@click.option("--reason", default="trained", show_default=True, help="Recorded in the history.")
+@keep_options("trained")
 @click.pass_obj
 def train(
     settings: Settings,

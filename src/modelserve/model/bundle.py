@@ -47,14 +47,21 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{bundle}: not a bundle directory")
     if not path.is_file():
         raise BundleError(f"{bundle}: {MANIFEST_FILE} is missing")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path}: not valid JSON ({error})") from None
+    manifest = read_json(path, MAX_MANIFEST_BYTES)
     validate_manifest(manifest, path)
     return manifest
+
+
+def read_json(path: Path, max_bytes: int) -> Any:
+    """Read a JSON file, refusing a missing, oversized or malformed one with one line."""
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file")
+    if path.stat().st_size > max_bytes:
+        raise BundleError(f"{path}: larger than {max_bytes} bytes")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: not valid JSON ({error})") from None
 
 
 def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> None:

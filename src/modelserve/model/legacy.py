@@ -7,7 +7,6 @@ list and activations, the HDF5 (h5py) for the weights, then rebuild the same sta
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 
 from modelserve.model import contract
 from modelserve.model.backend import import_keras
-from modelserve.model.bundle import BundleError, write_bundle
+from modelserve.model.bundle import BundleError, read_json, write_bundle
 from modelserve.model.dataset import FEATURES, Dataset, stratified_split
 from modelserve.model.plan import ACTIVATIONS
 
@@ -57,14 +56,7 @@ def read_architecture(path: Path) -> tuple[int, list[DenseSpec]]:
 def _load_json(path: Path) -> dict:
     """Read the architecture file, refusing oversized or malformed JSON."""
     path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"{path}: no such file")
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise BundleError(f"{path}: larger than {MAX_JSON_BYTES} bytes; not a model architecture")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path}: not valid JSON ({error})") from None
+    config = read_json(path, MAX_JSON_BYTES)
     if not isinstance(config, dict):
         raise BundleError(f"{path}: not a Keras model description")
     return config
