@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from modelserve import __version__
-from modelserve.commands import data, model, models, predict, train
+from modelserve.commands import data, model, models, predict, train, up
 from modelserve.config import load_settings
 from modelserve.errors import UserError
 
@@ -28,5 +28,6 @@ def main(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-for _command in (data.data, train.train, model.model, models.models, predict.predict):
+for _command in (data.data, train.train, model.model, models.models, predict.predict, up.up,
+                 up.worker):
     main.add_command(_command)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from modelserve.errors import UserError
 
 
 def _default_home() -> Path:
@@ -15,9 +18,20 @@ def _default_home() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where modelserve keeps its state."""
+    """Where modelserve keeps its state, and how it serves (MODELSERVE_<FIELD> overrides)."""
 
     home: Path
+    broker_url: str = ""
+    queue: str = "modelserve.predict"
+    model_name: str = "diabetes"
+    batch_window_ms: float = 0.0
+    max_batch_rows: int = 1024
+    max_inflight_batches: int = 4
+    max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 16 << 20
+    max_request_rows: int = 10_000
+    request_timeout: float = 5.0
+    retry_after_seconds: int = 2
 
     @property
     def data_dir(self) -> Path:
@@ -29,9 +43,32 @@ class Settings:
         """The versioned model store."""
         return self.home / "registry"
 
+    @property
+    def results_dir(self) -> Path:
+        """Scored CSV files waiting to be downloaded from the web pages."""
+        return self.home / "results"
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read settings from the environment (MODELSERVE_HOME)."""
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from MODELSERVE_* environment variables, refusing malformed values."""
     env = os.environ if environ is None else environ
     home = env.get("MODELSERVE_HOME")
-    return Settings(home=Path(home).expanduser() if home else _default_home())
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        raw = env.get(f"MODELSERVE_{field.name.upper()}")
+        if field.name == "home" or raw is None:
+            continue
+        values[field.name] = _convert(field.name, field.type, raw)
+    return Settings(home=Path(home).expanduser() if home else _default_home(), **values)
+
+
+def _convert(name: str, kind: object, raw: str) -> object:
+    """Convert one environment value to its field's type."""
+    converters = {"int": int, "float": float, "str": str}
+    try:
+        value = converters[str(kind)](raw)
+    except (KeyError, ValueError):
+        raise UserError(f"MODELSERVE_{name.upper()}={raw!r} is not a valid {kind}") from None
+    if isinstance(value, int | float) and value < 0:
+        raise UserError(f"MODELSERVE_{name.upper()}={raw!r} must not be negative")
+    return value

@@ -1,0 +1,86 @@
+"""`modelserve up` and `modelserve worker`: run the serving stack or one worker."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from modelserve.config import Settings
+from modelserve.errors import UserError
+from modelserve.stack.up import (
+    Stack,
+    StackOptions,
+    ignore_further_interrupts,
+    install_sigterm_as_interrupt,
+    registry_hint,
+)
+
+DEFAULTS = StackOptions()
+
+
+@click.command()
+@click.option("--host", default=DEFAULTS.host, show_default=True,
+              help="Address the web app listens on (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULTS.port, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=DEFAULTS.workers,
+              show_default="one per core", help="Celery worker processes.")
+@click.option("--web-processes", type=click.IntRange(1, 64), default=DEFAULTS.web_processes,
+              show_default=True)
+@click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
+              show_default=True)
+@click.option("--broker-port", type=click.IntRange(1024, 45535), default=DEFAULTS.broker_port,
+              show_default=True, help="Port of the private RabbitMQ node.")
+@click.option("--inline", is_flag=True,
+              help="No broker and no workers: score in the web process (a baseline).")
+@click.pass_obj
+def up(settings: Settings, **options) -> None:
+    """Start a broker, workers and the web app, and keep them running until Ctrl-C."""
+    stack = Stack(settings, StackOptions(**options), click.echo)
+    install_sigterm_as_interrupt()
+    try:
+        stack.start()
+        _announce(stack, settings)
+        stack.supervise()
+    except KeyboardInterrupt:
+        click.echo("\nstopping…")
+    finally:
+        ignore_further_interrupts()
+        stack.stop()
+    click.echo("stopped; nothing is left running")
+
+
+def _announce(stack: Stack, settings: Settings) -> None:
+    """Print the URLs and whether the stack is ready."""
+    base = stack.base_url()
+    click.echo(f"web: {base}/  (API: {base}/api/v1/predict, {base}/v2, docs {base}/openapi.json)")
+    hint = registry_hint(settings.registry_dir)
+    if hint:
+        click.echo(hint)
+        return
+    status = stack.wait_until_ready()
+    if status.get("ready"):
+        click.echo(f"ready: model {status['active_version']}, {status['workers']} worker(s); "
+                   "Ctrl-C stops everything")
+    else:
+        click.echo(f"not ready yet: {status}")
+
+
+@click.command()
+@click.option("--name", default="w1", help="Worker name, unique on this host.")
+@click.option("--loglevel", default="WARNING", show_default=True)
+@click.pass_obj
+def worker(settings: Settings, name: str, loglevel: str) -> None:
+    """Run one Celery worker for the prediction queue (MODELSERVE_BROKER_URL names the broker)."""
+    if not settings.broker_url:
+        raise UserError("set MODELSERVE_BROKER_URL to the broker's amqp:// URL")
+    from modelserve.worker.app import make_celery
+
+    app = make_celery(settings)
+    # One task at a time per process; scaling is by processes, which `up` supervises. The
+    # threads pool, not solo: with solo and late acks, Celery 5.7 stalls on an unacked message.
+    app.worker_main([
+        "--quiet", "worker", "--pool=threads", "--concurrency=1", "--without-gossip",
+        "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}",
+        f"--loglevel={loglevel}", f"--hostname=modelserve-{name}-{os.getpid()}@%h",
+    ])

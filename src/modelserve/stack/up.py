@@ -1,0 +1,217 @@
+"""`modelserve up`: a broker, N workers and the web app on one machine, supervised."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from kombu import Connection
+
+from modelserve.config import Settings
+from modelserve.errors import UserError
+from modelserve.registry import Registry
+from modelserve.stack.children import Child, modelserve_argv, stop_all
+from modelserve.stack.ports import ensure_port_free, wait_for_port
+from modelserve.stack.rabbitmq import BrokerNode
+
+Say = Callable[[str], None]
+BROKER_START_SECONDS = 60
+READY_SECONDS = 60
+WORKER_RESTART_LIMIT = 20  # a worker that keeps dying is a fault to report, not to hide
+
+
+class StackError(UserError):
+    """A part of the stack cannot start or has died."""
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How `modelserve up` lays out the stack."""
+
+    host: str = "127.0.0.1"
+    port: int = 5100
+    workers: int = os.cpu_count() or 1
+    web_processes: int = 1
+    web_threads: int = 64
+    broker_port: int = 5673
+    inline: bool = False
+
+
+class Stack:
+    """Start, watch and stop the processes of one serving stack."""
+
+    def __init__(self, settings: Settings, options: StackOptions, say: Say):
+        self.settings = settings
+        self.options = options
+        self.say = say
+        self.broker: BrokerNode | None = None
+        self.broker_process: subprocess.Popen | None = None
+        self.workers: list[Child] = []
+        self.web: Child | None = None
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every part, or stop what started and say why."""
+        ensure_port_free(self.options.port, "the web app, see --port", self.options.host)
+        try:
+            if not self.options.inline:
+                self._start_broker()
+                self._start_workers()
+            self._start_web()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_broker(self) -> None:
+        """Use MODELSERVE_BROKER_URL if set, else start a private node."""
+        if self.settings.broker_url:
+            check_broker(self.settings.broker_url)
+            self.say(f"broker: {redact(self.settings.broker_url)} (external)")
+            return
+        self.broker = BrokerNode(self.settings.home / "broker", self.options.broker_port)
+        self.say(f"broker: starting a private RabbitMQ node on 127.0.0.1:{self.broker.port}")
+        self.broker_process = self.broker.start()
+        wait_for_port(self.broker.port, BROKER_START_SECONDS, self.broker_process, "the broker")
+        self.settings = replace(self.settings, broker_url=self.broker.url())
+
+    def _environment(self) -> dict[str, str]:
+        """What the children need to find the registry and the broker."""
+        return dict(os.environ, MODELSERVE_HOME=str(self.settings.home.resolve()),
+                    MODELSERVE_BROKER_URL=self.settings.broker_url)
+
+    def _start_workers(self) -> None:
+        """Start the Celery workers, one process each."""
+        for number in range(1, self.options.workers + 1):
+            child = Child(f"worker {number}", modelserve_argv("worker", "--name", f"w{number}"),
+                          self._environment(), restart=True)
+            child.start()
+            self.workers.append(child)
+        self.say(f"workers: {self.options.workers} started")
+
+    def _start_web(self) -> None:
+        """Start the web app under gunicorn and wait until it accepts connections."""
+        o = self.options
+        argv = [sys.executable, "-m", "gunicorn", "--bind", f"{o.host}:{o.port}",
+                "--worker-class", "gthread", "--workers", str(o.web_processes),
+                "--threads", str(o.web_threads), "--graceful-timeout", "5", "--timeout", "60",
+                "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-",
+                f"modelserve.web:create_app(inline={o.inline})"]
+        self.web = Child("web", argv, self._environment())
+        self.web.start()
+        wait_for_port(o.port, READY_SECONDS, self.web.process, "the web app", _probe_host(o.host))
+
+    def wait_until_ready(self) -> dict:
+        """Poll the readiness endpoint; return the last status seen."""
+        status: dict = {}
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            status = self.readiness()
+            if status.get("ready") or not status.get("active_version"):
+                return status
+            self.check_children()
+            time.sleep(0.2)
+        return status
+
+    def readiness(self) -> dict:
+        """The web app's /v2/health/ready answer, whatever its status code."""
+        url = f"{self.base_url()}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our URL)
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return json.load(error)
+        except OSError as error:
+            return {"ready": False, "error": str(error)}
+
+    def base_url(self) -> str:
+        """Where the pages are, as a browser on this machine reaches them."""
+        return f"http://{_probe_host(self.options.host)}:{self.options.port}"
+
+    # -- supervise --------------------------------------------------------------------------
+
+    def check_children(self) -> None:
+        """Restart dead workers; a dead broker or web app ends the stack."""
+        if self.broker_process is not None and self.broker_process.poll() is not None:
+            raise StackError(f"the broker exited (code {self.broker_process.returncode}); "
+                             f"see {self.broker.base / 'log'}")
+        if self.web is not None and self.web.exited() is not None:
+            raise StackError(f"the web app exited (code {self.web.exited()})")
+        for worker in self.workers:
+            code = worker.exited()
+            if code is None:
+                continue
+            if worker.restarts >= WORKER_RESTART_LIMIT:
+                raise StackError(f"{worker.name} keeps exiting (code {code}); giving up")
+            worker.restarts += 1
+            self.say(f"{worker.name} exited (code {code}); restarting it")
+            worker.start()
+
+    def supervise(self, poll_seconds: float = 0.5) -> None:
+        """Watch the children until interrupted or until a vital part dies."""
+        while True:
+            self.check_children()
+            time.sleep(poll_seconds)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the web app first (no new work), then the workers, then the broker."""
+        if self.web is not None:
+            stop_all([self.web])
+        stop_all(self.workers)
+        if self.broker is not None and self.broker_process is not None:
+            self.broker.stop(self.broker_process)
+            self.broker_process = None
+
+
+def check_broker(url: str, timeout: float = 3.0) -> None:
+    """Refuse an external broker that does not answer, in one line."""
+    try:
+        with Connection(url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as error:  # kombu and amqp raise many kinds for one meaning
+        raise StackError(f"the broker at {redact(url)} does not answer: {error}") from None
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    return Connection(url).as_uri()
+
+
+def _probe_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 (comparison only)
+
+
+def registry_hint(registry_dir: Path) -> str | None:
+    """Say how to get a model when none is active."""
+    if Registry(registry_dir).active_version():
+        return None
+    return ("no model is active yet; in another terminal run `modelserve train --activate`, or "
+            "`modelserve model import-legacy model.json model.h5 --activate`; "
+            "the stack picks it up without a restart")
+
+
+def install_sigterm_as_interrupt() -> None:
+    """Let SIGTERM stop the stack the way Ctrl-C does."""
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def ignore_further_interrupts() -> None:
+    """While stopping, a second Ctrl-C must not leave half the stack running."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

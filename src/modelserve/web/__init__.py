@@ -1,0 +1,121 @@
+"""The web front end: pages for people, a JSON API for programs, one Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from modelserve.config import Settings, load_settings
+from modelserve.web import metrics
+from modelserve.web.parsing import BadRequest
+from modelserve.web.predictors import DeadlineExceeded, Unavailable
+from modelserve.web.service import Service
+
+log = logging.getLogger(__name__)
+GIL_SWITCH_SECONDS = 0.0005
+API_PREFIXES = ("/api/", "/v2", "/metrics", "/openapi.json")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+}
+
+
+def create_app(settings: Settings | None = None, inline: bool = False) -> Flask:
+    """Build the app; `inline` scores in-process instead of through the broker."""
+    settings = settings or load_settings()
+    # Answers pass between threads (request, batcher, reply); at the default 5 ms GIL
+    # switch interval each hand-over can wait that long behind a busy request thread.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    app = Flask(__name__)
+    # Werkzeug refuses anything bigger before reading it; API views lower it to max_body_bytes.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.extensions["modelserve"] = Service(settings, inline=inline)
+    from modelserve.web import api, ui
+
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(ui.blueprint)
+    _install_hooks(app)
+    _install_error_handlers(app)
+    return app
+
+
+def service() -> Service:
+    """The Service of the app handling this request."""
+    from flask import current_app
+
+    return current_app.extensions["modelserve"]
+
+
+def wants_json() -> bool:
+    """API paths answer errors in JSON; pages answer with an HTML page."""
+    return request.path.startswith(API_PREFIXES)
+
+
+def _install_hooks(app: Flask) -> None:
+    """Time every request for /metrics and add security headers to every response."""
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        started = g.get("started")
+        if started is not None:
+            endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+            metrics.REQUEST_SECONDS.labels(endpoint, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+
+def error_response(status: int, message: str, headers: dict | None = None):
+    """Answer an error as JSON (API) or as a page (people)."""
+    if wants_json():
+        response = jsonify(error=message)
+    else:
+        response = Response(render_template("error.html", status=status, message=message))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _install_error_handlers(app: Flask) -> None:
+    """Every failure becomes a clear 4xx/5xx with a message, never a traceback."""
+    retry_after = {"Retry-After": str(app.extensions["modelserve"].settings.retry_after_seconds)}
+
+    @app.errorhandler(BadRequest)
+    def bad_request(error: BadRequest):
+        return error_response(error.status, str(error))
+
+    @app.errorhandler(Unavailable)
+    def unavailable(error: Unavailable):
+        return error_response(503, str(error), retry_after)
+
+    @app.errorhandler(DeadlineExceeded)
+    def deadline(error: DeadlineExceeded):
+        return error_response(504, str(error))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        limit = request.max_content_length
+        return error_response(413, f"the body is larger than the {limit} bytes allowed")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        # Keep headers such as Allow on a 405; the body is ours.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return error_response(error.code or 500, error.description or error.name, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal error; the server log has the details")

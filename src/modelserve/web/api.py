@@ -1,0 +1,161 @@
+"""The JSON API: /api/v1/predict, the Open Inference Protocol (KServe v2), OpenAPI, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from modelserve import __version__
+from modelserve.model.bundle import feature_names
+from modelserve.web import metrics, openapi, service
+from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1, rows_from_v2
+from modelserve.web.predictors import Prediction
+
+blueprint = Blueprint("api", __name__)
+OUTPUTS = {"probability": "FP32", "label": "INT8"}
+
+
+def _json_body() -> Any:
+    """Read the request body as JSON within the configured size limit."""
+    limit = service().settings.max_body_bytes
+    request.max_content_length = limit
+    return parse_json(request.get_data(cache=False), request.content_type, limit)
+
+
+@blueprint.post("/api/v1/predict")
+def predict_v1():
+    """Score rows given as lists of values or objects keyed by feature name."""
+    app_service = service()
+    rows = rows_from_v1(_json_body(), app_service.features(), app_service.settings.max_request_rows)
+    prediction = app_service.predict(rows)
+    return jsonify(
+        model_version=prediction.version,
+        probabilities=prediction.probabilities.tolist(),
+        labels=prediction.labels.tolist(),
+        worker=prediction.worker,
+    )
+
+
+@blueprint.get("/v2")
+def server_metadata():
+    """Open Inference Protocol: server metadata."""
+    return jsonify(name="modelserve", version=__version__, extensions=[])
+
+
+@blueprint.get("/v2/health/live")
+def live():
+    """The process answers."""
+    return jsonify(live=True)
+
+
+@blueprint.get("/v2/health/ready")
+def ready():
+    """Ready when a model is active, the broker is reachable and a worker listens."""
+    status = service().status()
+    return jsonify(ready=status["ready"], **_public(status)), 200 if status["ready"] else 503
+
+
+@blueprint.get("/v2/models/<name>")
+@blueprint.get("/v2/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    """Open Inference Protocol: the model's name, versions and tensors."""
+    manifest = _served_manifest(name, version)
+    n_features = len(feature_names(manifest))
+    return jsonify(
+        name=name,
+        versions=[manifest["version"]],
+        platform="keras",
+        inputs=[{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
+        outputs=[{"name": out, "datatype": kind, "shape": [-1, 1]}
+                 for out, kind in OUTPUTS.items()],
+    )
+
+
+@blueprint.get("/v2/models/<name>/ready")
+@blueprint.get("/v2/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    """Open Inference Protocol: the model can take inference requests now."""
+    _served_manifest(name, version)
+    is_ready = service().status()["ready"]
+    return jsonify(name=name, ready=is_ready), 200 if is_ready else 503
+
+
+@blueprint.post("/v2/models/<name>/infer")
+@blueprint.post("/v2/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
+    """Open Inference Protocol: score one [rows, features] tensor."""
+    manifest = _served_manifest(name, version)
+    app_service = service()
+    payload = _json_body()
+    rows, _tensor = rows_from_v2(
+        payload, feature_names(manifest), app_service.settings.max_request_rows
+    )
+    wanted = _requested_outputs(payload)
+    prediction = app_service.predict(rows)
+    answer = {"model_name": name, "model_version": prediction.version,
+              "outputs": _output_tensors(prediction, wanted)}
+    if isinstance(payload.get("id"), str):
+        answer["id"] = payload["id"]
+    return jsonify(answer)
+
+
+@blueprint.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3 description of this API."""
+    app_service = service()
+    manifest = app_service.active_manifest()
+    features = feature_names(manifest) if manifest else None
+    version = manifest["version"] if manifest else None
+    return jsonify(openapi.document(app_service.settings, features, version))
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    """Prometheus metrics in the text exposition format."""
+    app_service = service()
+    body, content_type = metrics.render(app_service.status(), app_service.registry.active_version())
+    return Response(body, content_type=content_type)
+
+
+def _served_manifest(name: str, version: str | None) -> dict:
+    """The active model's manifest, if `name` (and `version`, if given) designate it."""
+    app_service = service()
+    if name != app_service.settings.model_name:
+        raise BadRequest(f"unknown model {name!r}; this server serves "
+                         f"{app_service.settings.model_name!r}", 404)
+    manifest = app_service.active_manifest()
+    if manifest is None:
+        raise BadRequest("no model version is active", 404)
+    if version is not None and version != manifest["version"]:
+        raise BadRequest(f"version {version!r} is not the live version; only "
+                         f"{manifest['version']} is served", 404)
+    return manifest
+
+
+def _requested_outputs(payload: dict) -> list[str]:
+    """The output tensors asked for (all of them when none are named)."""
+    outputs = payload.get("outputs")
+    if outputs is None:
+        return list(OUTPUTS)
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    names = [o.get("name") for o in outputs]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
+    return names
+
+
+def _output_tensors(prediction: Prediction, wanted: list[str]) -> list[dict]:
+    """Encode the requested outputs as protocol tensors of shape [rows, 1]."""
+    columns = {"probability": prediction.probabilities.tolist(),
+               "label": prediction.labels.tolist()}
+    rows = len(prediction.labels)
+    return [{"name": name, "datatype": OUTPUTS[name], "shape": [rows, 1], "data": columns[name]}
+            for name in wanted]
+
+
+def _public(status: dict) -> dict:
+    """The status fields a readiness probe may show."""
+    return {key: status[key] for key in ("broker", "workers", "queue_depth", "active_version")}

@@ -1,0 +1,161 @@
+"""Strict request parsing: JSON bodies and prediction rows, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from modelserve.errors import UserError
+from modelserve.model.dataset import FLOAT32_MAX
+
+JSON_TYPES = ("application/json",)
+V2_DATATYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
+                "UINT32", "UINT64")
+
+
+class BadRequest(UserError):
+    """A request we refuse; `status` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _refuse_constant(name: str) -> float:
+    """Refuse NaN and Infinity, which Python's json accepts but JSON does not."""
+    raise BadRequest(f"{name} is not a valid JSON number; send finite numbers")
+
+
+def parse_json(body: bytes, content_type: str | None, max_bytes: int) -> Any:
+    """Decode a JSON request body, refusing wrong types, empty, oversized or malformed bodies."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type not in JSON_TYPES:
+        raise BadRequest(f"send Content-Type: application/json (got {media_type or 'none'!r})", 415)
+    if len(body) > max_bytes:
+        raise BadRequest(f"the body is larger than {max_bytes} bytes", 413)
+    if not body.strip():
+        raise BadRequest("the body is empty; send a JSON object")
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise BadRequest(f"malformed JSON: {error.msg} at {where}") from None
+    except RecursionError:
+        raise BadRequest("the JSON is nested too deeply") from None
+
+
+def _number(value: Any, where: str) -> float:
+    """Accept a finite int or float (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        shown = json.dumps(value)[:40] if _jsonable(value) else type(value).__name__
+        raise BadRequest(f"{where}: {shown} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise BadRequest(f"{where}: {value} is not a finite number within float32 range")
+    return number
+
+
+def _jsonable(value: Any) -> bool:
+    """Tell whether a value can be shown back as JSON."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_count(count: int, max_rows: int) -> None:
+    """Refuse no rows or too many."""
+    if count == 0:
+        raise BadRequest("no rows: send at least one")
+    if count > max_rows:
+        raise BadRequest(f"{count} rows is more than the {max_rows} allowed in one request", 413)
+
+
+def rows_from_v1(payload: Any, features: list[str], max_rows: int) -> np.ndarray:
+    """Read {"rows": [...]} where each row is a list of values or an object keyed by feature."""
+    if not isinstance(payload, dict) or "rows" not in payload:
+        raise BadRequest('send a JSON object {"rows": [[...8 numbers...], ...]}')
+    unknown = sorted(set(payload) - {"rows"})
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    rows = payload["rows"]
+    if not isinstance(rows, list):
+        raise BadRequest('"rows" must be a list')
+    _check_count(len(rows), max_rows)
+    return np.asarray([_row(row, i, features) for i, row in enumerate(rows)], dtype=np.float32)
+
+
+def _row(row: Any, index: int, features: list[str]) -> list[float]:
+    """Read one row: a list in feature order, or an object with exactly the feature names."""
+    where = f"rows[{index}]"
+    if isinstance(row, dict):
+        missing = [name for name in features if name not in row]
+        extra = sorted(set(row) - set(features))
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(map(repr, extra))}"] if extra else [])
+            raise BadRequest(f"{where}: {'; '.join(parts)}")
+        return [_number(row[name], f"{where}.{name}") for name in features]
+    if not isinstance(row, list):
+        raise BadRequest(f"{where}: a row is a list of {len(features)} numbers or an object")
+    if len(row) != len(features):
+        raise BadRequest(f"{where}: expected {len(features)} values "
+                         f"({', '.join(features)}), got {len(row)}")
+    return [_number(value, f"{where}[{i}] ({features[i]})") for i, value in enumerate(row)]
+
+
+def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.ndarray, dict]:
+    """Read an Open Inference Protocol request: one FP/INT tensor of shape [n, features]."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise BadRequest('send {"inputs": [{"name", "shape", "datatype", "data"}]}')
+    if len(payload["inputs"]) != 1:
+        raise BadRequest(f"expected exactly 1 input tensor, got {len(payload['inputs'])}")
+    tensor = payload["inputs"][0]
+    if not isinstance(tensor, dict):
+        raise BadRequest("inputs[0] must be an object")
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in tensor:
+            raise BadRequest(f"inputs[0] lacks {key!r}")
+    if tensor["datatype"] not in V2_DATATYPES:
+        raise BadRequest(f"inputs[0].datatype {tensor['datatype']!r} is not numeric")
+    shape = tensor["shape"]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise BadRequest("inputs[0].shape must be [rows, features]")
+    if shape[1] != len(features):
+        raise BadRequest(f"inputs[0].shape {shape}: the model takes {len(features)} features")
+    _check_count(shape[0], max_rows)
+    values = _flatten(tensor["data"])
+    if len(values) != shape[0] * shape[1]:
+        raise BadRequest(f"inputs[0].data has {len(values)} values; "
+                         f"shape {shape} needs {shape[0] * shape[1]}")
+    flat = [_number(v, f"inputs[0].data[{i}]") for i, v in enumerate(values)]
+    return np.asarray(flat, dtype=np.float32).reshape(shape), tensor
+
+
+def _flatten(data: Any) -> list:
+    """Flatten nested lists (row-major), as the protocol allows either form."""
+    if not isinstance(data, list):
+        raise BadRequest("inputs[0].data must be a list")
+    flat: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) > 3:
+                    raise BadRequest("inputs[0].data is nested too deeply")
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat

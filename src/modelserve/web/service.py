@@ -1,0 +1,91 @@
+"""What the web app needs from the rest of the system: the active contract and predictions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from modelserve.config import Settings
+from modelserve.model.bundle import feature_names
+from modelserve.registry import Registry
+from modelserve.web import metrics
+from modelserve.web.predictors import InlinePredictor, Prediction, QueuePredictor, Unavailable
+
+
+class Service:
+    """The registry (read-only) and a predictor, shared by every request of a process."""
+
+    def __init__(self, settings: Settings, inline: bool = False):
+        self.settings = settings
+        self.registry = Registry(settings.registry_dir)
+        self._inline = inline
+        self._predictor: InlinePredictor | QueuePredictor | None = None
+        self._predictor_lock = threading.Lock()
+        self._manifest_cache: tuple[str | None, dict | None] = (None, None)
+
+    @property
+    def predictor(self) -> InlinePredictor | QueuePredictor:
+        """Create the predictor on first use, i.e. in the serving process, after any fork."""
+        if self._predictor is None:
+            with self._predictor_lock:  # concurrent first requests must share one predictor
+                if self._predictor is None:
+                    kind = InlinePredictor if self._inline else QueuePredictor
+                    self._predictor = kind(self.settings)
+        return self._predictor
+
+    def active_manifest(self) -> dict | None:
+        """The active version's manifest, re-read only when the version changes."""
+        version = self.registry.active_version()
+        cached_version, manifest = self._manifest_cache
+        if version != cached_version:
+            manifest = self.registry.get(version).manifest if version else None
+            self._manifest_cache = (version, manifest)
+        return manifest
+
+    def features(self) -> list[str]:
+        """The active model's input features, in order."""
+        manifest = self.active_manifest()
+        if manifest is None:
+            raise Unavailable(
+                "no model is active yet; activate one with `modelserve models activate`")
+        return feature_names(manifest)
+
+    def predict(self, rows: np.ndarray) -> Prediction:
+        """Score rows within the request deadline."""
+        prediction = self.predictor.predict(rows, self.settings.request_timeout)
+        metrics.ROWS_SCORED.labels(version=prediction.version).inc(len(rows))
+        return prediction
+
+    def status(self) -> dict:
+        """Broker, workers, queue depth and the active version, for pages and readiness."""
+        status = dict(self.predictor.status())
+        status["active_version"] = self.registry.active_version()
+        status["ready"] = bool(
+            status["active_version"] and status["workers"] and status["broker"] != "unreachable"
+        )
+        return status
+
+    def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
+        """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
+        parts = [self.predict(rows[i : i + chunk_rows]) for i in range(0, len(rows), chunk_rows)]
+        versions = {part.version for part in parts}
+        if len(versions) > 1:
+            raise Unavailable("the model changed while the file was scored; submit it again")
+        return Prediction(
+            np.concatenate([p.probabilities for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            parts[0].version,
+            ",".join(sorted({p.worker for p in parts})),
+        )
+
+    def close(self) -> None:
+        """Stop the predictor's threads."""
+        if self._predictor is not None:
+            self._predictor.close()
+
+
+def elapsed_since(started: float) -> float:
+    """Seconds since a perf_counter() reading."""
+    return time.perf_counter() - started

@@ -1,0 +1,172 @@
+"""The pages: predict one patient, the held-out predictions, accuracy over time, the models."""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from flask import Blueprint, abort, render_template, request, send_file, url_for
+
+from modelserve.model import metrics
+from modelserve.model.csvfile import score_csv
+from modelserve.model.runtime import InputError, Scores
+from modelserve.web import charts, service
+from modelserve.web.evaluation import AccuracyBook, held_out
+from modelserve.web.parsing import BadRequest
+from modelserve.web.service import Service
+
+blueprint = Blueprint("ui", __name__)
+RESULT_ID = re.compile(r"[0-9a-f]{32}")
+RESULT_LIFETIME_SECONDS = 3600
+CHANGES_OF_LIVE_VERSION = ("activate", "rollback", "recover")
+_accuracy_book: dict[int, AccuracyBook] = {}
+
+
+@blueprint.route("/", methods=["GET", "POST"])
+def index():
+    """The live model, its metrics and workers, and a form that scores one patient."""
+    app_service = service()
+    manifest = app_service.active_manifest()
+    values, answer, problem, status_code = {}, None, None, 200
+    if request.method == "POST" and manifest is not None:
+        values = {name: request.form.get(name, "") for name in app_service.features()}
+        try:
+            row = _form_row(values, app_service.features())
+            answer = app_service.predict(row)
+        except BadRequest as error:
+            problem, status_code = str(error), error.status
+    return render_template("index.html", manifest=manifest, status=app_service.status(),
+                           values=values, answer=answer, problem=problem), status_code
+
+
+def _form_row(values: dict[str, str], features: list[str]) -> np.ndarray:
+    """Read the form's fields as one row of finite numbers."""
+    row = []
+    for name in features:
+        text = values[name].strip()
+        try:
+            number = float(text)
+        except ValueError:
+            raise BadRequest(f"{name}: {text[:40]!r} is not a number") from None
+        if not math.isfinite(number):
+            raise BadRequest(f"{name}: {text!r} is not a finite number")
+        row.append(number)
+    return np.asarray([row], dtype=np.float32)
+
+
+@blueprint.get("/predictions")
+def predictions():
+    """The live model's predictions on its held-out rows, beside the truth."""
+    app_service = service()
+    manifest = app_service.active_manifest()
+    if manifest is None:
+        return render_template("predictions.html", manifest=None), 200
+    rows = held_out(app_service.settings, manifest)
+    answer = app_service.predict_many(rows.features, app_service.settings.max_request_rows)
+    return render_template(
+        "predictions.html",
+        manifest=manifest,
+        held=rows,
+        answer=answer,
+        features=app_service.features(),
+        evaluation=metrics.evaluate(rows.labels, answer.probabilities),
+        roc=charts.roc_polyline(rows.labels, answer.probabilities),
+        bars=charts.probability_bars(rows.labels, answer.probabilities),
+        chart=charts,
+    )
+
+
+@blueprint.post("/predictions/upload")
+def upload():
+    """Score an uploaded CSV through the workers and offer the result for download."""
+    app_service = service()
+    upload_file = request.files.get("file")
+    if upload_file is None or not upload_file.filename:
+        raise BadRequest("choose a CSV file to upload")
+    results = app_service.settings.results_dir
+    results.mkdir(parents=True, exist_ok=True)
+    _remove_old_results(results)
+    result_id = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(dir=results) as scratch:
+        in_path = Path(scratch) / "upload.csv"
+        upload_file.save(in_path)
+        try:
+            count = score_csv(_Scorer(app_service), in_path, results / f"{result_id}.csv")
+        except InputError as error:
+            # Name the file as the user knows it, not by our scratch path.
+            raise BadRequest(str(error).replace(str(in_path), "the file")) from None
+    return render_template("uploaded.html", count=count, name=upload_file.filename,
+                           link=url_for("ui.download", result_id=result_id)), 201
+
+
+class _Scorer:
+    """score_csv's runtime interface, computed by the workers instead of in-process."""
+
+    def __init__(self, app_service: Service):
+        self._service = app_service
+        self.features = app_service.features()
+
+    def score(self, rows: np.ndarray) -> Scores:
+        """Score one block of the file in request-sized chunks."""
+        answer = self._service.predict_many(rows, self._service.settings.max_request_rows)
+        return Scores(answer.probabilities, answer.labels, answer.version)
+
+
+def _remove_old_results(results: Path) -> None:
+    """Forget scored files nobody downloaded within the hour."""
+    cutoff = time.time() - RESULT_LIFETIME_SECONDS
+    for path in results.glob("*.csv"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+@blueprint.get("/predictions/results/<result_id>.csv")
+def download(result_id: str):
+    """Download a scored file (ids are random; nothing else on disk is reachable)."""
+    if not RESULT_ID.fullmatch(result_id):
+        abort(404)
+    path = service().settings.results_dir / f"{result_id}.csv"
+    if not path.is_file():
+        abort(404, "no such result (results are kept for an hour)")
+    return send_file(path, mimetype="text/csv", as_attachment=True,
+                     download_name=f"predictions-{result_id[:8]}.csv")
+
+
+@blueprint.get("/accuracy")
+def accuracy():
+    """Every version's accuracy, and the live model's accuracy over time."""
+    app_service = service()
+    book = _accuracy_book.setdefault(id(app_service), AccuracyBook(app_service.settings))
+    versions = app_service.registry.list_versions()
+    measured = {info.version: book.accuracy(info) for info in versions}
+    activations = [e for e in app_service.registry.history()
+                   if e.get("action") in CHANGES_OF_LIVE_VERSION and e.get("version") in measured]
+    return render_template("accuracy.html", versions=versions, measured=measured,
+                           activations=activations,
+                           line=_timeline(activations, measured), chart=charts)
+
+
+def _timeline(activations: list[dict], measured: dict[str, float | None]) -> str:
+    """The live model's accuracy as a step line over the activation times."""
+    points = [(datetime.fromisoformat(e["at"]).timestamp(), measured[e["version"]])
+              for e in activations if measured.get(e["version"]) is not None]
+    if not points:
+        return ""
+    start, end = points[0][0], max(points[-1][0], points[0][0] + 1)
+    scaled = [((t - start) / (end - start), value) for t, value in points]
+    return charts.timeline_polyline([*scaled, (1.0, scaled[-1][1])])
+
+
+@blueprint.get("/models")
+def models():
+    """Every version, which one is live, and when and why it changed."""
+    app_service = service()
+    history = list(reversed(app_service.registry.history()))
+    return render_template("models.html", versions=app_service.registry.list_versions(),
+                           history=history, active=app_service.registry.active_version())

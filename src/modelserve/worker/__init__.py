@@ -1,0 +1,1 @@
+"""Celery workers: a thin task around the model runtime, answering on the caller's reply queue."""

@@ -1,0 +1,60 @@
+"""The model a process serves: the registry's active version, reloaded when it changes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from modelserve.errors import UserError
+from modelserve.model.runtime import ModelRuntime
+from modelserve.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class NoActiveModel(UserError):
+    """Nothing is registered as active, so nothing can be served."""
+
+
+class ActiveModel:
+    """Follow the registry's active link; one readlink per call keeps a swap within a batch."""
+
+    def __init__(self, registry_dir: Path):
+        self._registry = Registry(registry_dir)
+        self._lock = threading.Lock()
+        self._runtime: ModelRuntime | None = None
+        self._failed: str | None = None  # a version that failed to load; not retried each batch
+        self.problem: str | None = None
+
+    def current(self) -> ModelRuntime:
+        """Return the runtime of the active version, loading it if the link moved."""
+        version = self._registry.active_version()
+        runtime = self._runtime
+        if version is None and runtime is None:
+            raise NoActiveModel(
+                "no model is active: run `modelserve train --activate`, or "
+                "`modelserve model import-legacy model.json model.h5 --activate`"
+            )
+        if version is None or (runtime is not None and runtime.version == version):
+            return runtime
+        if version == self._failed and runtime is not None:
+            return runtime
+        with self._lock:
+            return self._load(version)
+
+    def _load(self, version: str) -> ModelRuntime:
+        """Load a version; on failure keep serving the previous one and say why."""
+        if self._runtime is not None and self._runtime.version == version:
+            return self._runtime
+        try:
+            runtime = ModelRuntime.load(self._registry.get(version).path)
+        except UserError as error:
+            self._failed, self.problem = version, f"cannot load {version}: {error}"
+            log.error("%s; still serving %s", self.problem, getattr(self._runtime, "version", None))
+            if self._runtime is None:
+                raise NoActiveModel(self.problem) from None
+            return self._runtime
+        log.info("now serving model %s (%s)", version, runtime.kind)
+        self._runtime, self._failed, self.problem = runtime, None, None
+        return runtime

@@ -1,0 +1,79 @@
+"""The prediction task: score a batch with the active model, reply to the caller's queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import numpy as np
+from celery import Celery, Task
+from celery.signals import worker_ready
+from kombu import Connection, Producer
+
+from modelserve.config import Settings
+from modelserve.errors import UserError
+from modelserve.worker.active import ActiveModel, NoActiveModel
+from modelserve.worker.app import PREDICT_TASK
+
+log = logging.getLogger(__name__)
+
+
+def score_batch(active: ActiveModel, rows: list) -> dict:
+    """Score rows with the active model; a refusal becomes an error reply, not a crash."""
+    try:
+        runtime = active.current()
+        batch = np.asarray(rows, dtype=np.float32).reshape(-1, len(runtime.features))
+        scores = runtime.score(batch)
+    except (UserError, ValueError) as error:
+        return {"error": str(error)}
+    return {
+        "version": scores.version,
+        "probabilities": scores.probabilities.tolist(),
+        "labels": scores.labels.tolist(),
+    }
+
+
+class Replier:
+    """Publish answers on a connection of the worker's own, without publisher confirms.
+
+    Answers are transient and go to an exclusive queue that lives only as long as its
+    caller's connection, so a confirm would add a round trip and protect nothing.
+    """
+
+    def __init__(self, broker_url: str):
+        self._connection = Connection(broker_url, connect_timeout=2, heartbeat=0)
+        self._producer: Producer | None = None
+
+    def send(self, reply_to: str, correlation_id: str, body: dict) -> None:
+        """Publish one answer, reconnecting once or twice if the broker went away."""
+        if self._producer is None:
+            self._producer = self._connection.Producer(serializer="json")
+        self._producer.publish(
+            body, exchange="", routing_key=reply_to, correlation_id=correlation_id,
+            delivery_mode=1, retry=True, retry_policy={"max_retries": 3, "interval_start": 0.1},
+        )
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register the prediction task on an app (one ActiveModel per worker process)."""
+    active = ActiveModel(settings.registry_dir)
+    replier = Replier(settings.broker_url)
+    worker_name = f"{socket.gethostname()}:{os.getpid()}"
+
+    @worker_ready.connect(weak=False)
+    def preload(**_kwargs) -> None:
+        """Load the active model before the first task, so no request pays for it."""
+        try:
+            active.current()
+        except NoActiveModel as error:
+            log.warning("%s", error)
+
+    @app.task(name=PREDICT_TASK, bind=True, ignore_result=True)
+    def predict_batch(self: Task, rows: list) -> None:
+        """Score one batch (rows of many requests) and reply to the sender."""
+        body = score_batch(active, rows)
+        body["worker"] = worker_name
+        body["redelivered"] = bool((self.request.delivery_info or {}).get("redelivered"))
+        if self.request.reply_to:
+            replier.send(self.request.reply_to, self.request.correlation_id, body)

@@ -1,0 +1,84 @@
+"""A real serving stack for the serving tests: RabbitMQ, Celery workers, gunicorn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelserve.model.runtime import ModelRuntime
+from modelserve.registry import Registry
+from tests.cli_helpers import run_cli
+from tests.serving.stack_helpers import RunningStack, start_stack
+
+
+def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("production",)) -> None:
+    """A MODELSERVE_HOME with the dataset and the given seed models registered."""
+    assert run_cli("data", "import", pima_csv, home=home).returncode == 0
+    for name in seeds:
+        seed = shared_data / "seed-model" / name
+        result = run_cli("model", "import-legacy", seed / "model.json", seed / "model.h5",
+                         home=home)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def serving_home(tmp_path_factory, shared_data: Path, pima_csv: Path) -> Path:
+    """A home with the production and development seed models; production is active."""
+    home = tmp_path_factory.mktemp("serving") / "home"
+    prepare_home(home, shared_data, pima_csv, ("production", "development"))
+    production = version_of_seed(home, "production")
+    assert run_cli("models", "activate", production, home=home).returncode == 0
+    return home
+
+
+def version_of_seed(home: Path, name: str) -> str:
+    """The registry version converted from a seed model (matched by its source file)."""
+    for event in Registry(home / "registry").history():
+        if event["action"] == "add" and f"seed-model/{name}/" in event.get("source", ""):
+            return event["version"]
+    raise AssertionError(f"seed model {name} not found in the history")
+
+
+@pytest.fixture(scope="session")
+def versions(serving_home: Path) -> dict[str, str]:
+    """Version ids of the two seed models, by seed name."""
+    return {name: version_of_seed(serving_home, name)
+            for name in ("production", "development")}
+
+
+@pytest.fixture(scope="session")
+def stack(serving_home: Path):
+    """One shared stack with two workers; tests must leave production active."""
+    running = start_stack(serving_home, "--workers", "2")
+    try:
+        running.wait_ready(workers=2)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def runtimes(serving_home: Path, versions: dict[str, str]) -> dict[str, ModelRuntime]:
+    """The runtimes of both versions, loaded in the test process: the expected answers."""
+    registry = Registry(serving_home / "registry")
+    return {version: ModelRuntime.load(registry.get(version).path)
+            for version in versions.values()}
+
+
+def expected(runtime: ModelRuntime, rows) -> np.ndarray:
+    """The probabilities a version must answer for these rows."""
+    return runtime.score(np.asarray(rows, dtype=np.float32)).probabilities
+
+
+def as_json(response) -> dict:
+    """Decode a JSON answer, showing the body when it is not JSON."""
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        raise AssertionError(f"not JSON ({response.status}): {response.body[:300]!r}") from None
+
+
+__all__ = ["RunningStack", "as_json", "expected", "prepare_home", "version_of_seed"]

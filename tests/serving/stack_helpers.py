@@ -1,0 +1,182 @@
+"""Start and drive a real serving stack (`modelserve up`) in a subprocess, for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_SECONDS = 90
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_broker_port() -> int:
+    """A broker port whose Erlang companions (port+19000, port+20000) are free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)  # noqa: S311 (not security related)
+        if all(_is_free(p) for p in (port, port + 19000, port + 20000)):
+            return port
+    raise RuntimeError("no free broker port found")
+
+
+def _is_free(port: int) -> bool:
+    """Tell whether a loopback port can be bound."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Response:
+    """What a test needs of an HTTP answer."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: bytes | None = None, content_type: str | None = None,
+         timeout: float = 15.0) -> Response:
+    """One HTTP request; any status is a Response, never an exception."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return Response(answer.status, dict(answer.headers), answer.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, dict(error.headers), error.read())
+
+
+def post_json(url: str, payload, timeout: float = 15.0) -> Response:
+    """POST a JSON document."""
+    return http("POST", url, json.dumps(payload).encode(), "application/json", timeout)
+
+
+@dataclass
+class RunningStack:
+    """A `modelserve up` process and how to reach it."""
+
+    home: Path
+    port: int
+    broker_port: int
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The web app's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the stack printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """PIDs of every process started by the stack (its process tree)."""
+        return _descendants(self.process.pid)
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the Celery worker processes."""
+        return [pid for pid in self.children() if b"modelserve\x00worker" in _cmdline(pid)]
+
+    def wait_ready(self, timeout: float = STARTUP_SECONDS, workers: int = 1) -> dict:
+        """Wait until readiness reports the given number of workers."""
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"modelserve up exited early:\n{self.log()}")
+            try:
+                answer = http("GET", f"{self.url}/v2/health/ready", timeout=3)
+                status = answer.json()
+                if answer.status == 200 and status.get("workers", 0) >= workers:
+                    return status
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"stack not ready: {status}\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Stop `modelserve up` the way a user does and return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise AssertionError(f"modelserve up did not stop:\n{self.log()}") from None
+
+
+def start_stack(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningStack:
+    """Start `modelserve up` on free ports with its own MODELSERVE_HOME."""
+    port, broker_port = free_port(), free_broker_port()
+    full_env = dict(os.environ, MODELSERVE_HOME=str(home), **(env or {}))
+    log_path = home.parent / f"up-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "modelserve", "up", "--port", str(port),
+             "--broker-port", str(broker_port), *args],
+            env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return RunningStack(home, port, broker_port, process, log_path, full_env)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid, found through /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    """A process's command line, NUL separated ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    """Tell whether a process exists (and is not a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
