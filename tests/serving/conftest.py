@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
-from tests.cli_helpers import run_cli
-from tests.serving.stack_helpers import RunningStack, start_stack
+from serving.stack_helpers import RunningStack, start_stack
 
 
 def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("production",)) -> None:

@@ -27,6 +27,7 @@ Say = Callable[[str], None]
 BROKER_START_SECONDS = 60
 READY_SECONDS = 60
 WORKER_RESTART_LIMIT = 20  # a worker that keeps dying is a fault to report, not to hide
+BROKER_RESTART_LIMIT = 5
 
 
 class StackError(UserError):
@@ -57,6 +58,7 @@ class Stack:
         self.broker_process: subprocess.Popen | None = None
         self.workers: list[Child] = []
         self.web: Child | None = None
+        self.broker_restarts = 0
 
     # -- start ------------------------------------------------------------------------------
 
@@ -142,8 +144,7 @@ class Stack:
     def check_children(self) -> None:
         """Restart dead workers; a dead broker or web app ends the stack."""
         if self.broker_process is not None and self.broker_process.poll() is not None:
-            raise StackError(f"the broker exited (code {self.broker_process.returncode}); "
-                             f"see {self.broker.base / 'log'}")
+            self._restart_broker()
         if self.web is not None and self.web.exited() is not None:
             raise StackError(f"the web app exited (code {self.web.exited()})")
         for worker in self.workers:
@@ -155,6 +156,18 @@ class Stack:
             worker.restarts += 1
             self.say(f"{worker.name} exited (code {code}); restarting it")
             worker.start()
+
+    def _restart_broker(self) -> None:
+        """Bring a dead private broker back; web and workers reconnect by themselves."""
+        code = self.broker_process.returncode
+        if self.broker_restarts >= BROKER_RESTART_LIMIT:
+            raise StackError(f"the broker keeps exiting (code {code}); "
+                             f"see {self.broker.base / 'log'}")
+        self.broker_restarts += 1
+        self.say(f"the broker exited (code {code}); restarting it")
+        self.broker.stop(self.broker_process)  # its epmd too, so that the ports are free
+        self.broker_process = self.broker.start()
+        wait_for_port(self.broker.port, BROKER_START_SECONDS, self.broker_process, "the broker")
 
     def supervise(self, poll_seconds: float = 0.5) -> None:
         """Watch the children until interrupted or until a vital part dies."""

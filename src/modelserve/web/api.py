@@ -13,7 +13,7 @@ from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1, rows_fr
 from modelserve.web.predictors import Prediction
 
 blueprint = Blueprint("api", __name__)
-OUTPUTS = {"probability": "FP32", "label": "INT8"}
+OUTPUTS = openapi.OUTPUTS
 
 
 def _json_body() -> Any:
@@ -95,7 +95,7 @@ def infer(name: str, version: str | None = None):
     prediction = app_service.predict(rows)
     answer = {"model_name": name, "model_version": prediction.version,
               "outputs": _output_tensors(prediction, wanted)}
-    if isinstance(payload.get("id"), str):
+    if "id" in payload:  # rows_from_v2 made sure it is a string
         answer["id"] = payload["id"]
     return jsonify(answer)
 
@@ -140,8 +140,11 @@ def _requested_outputs(payload: dict) -> list[str]:
         return list(OUTPUTS)
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    if any(not isinstance(o.get("parameters", {}), dict) for o in outputs):
+        raise BadRequest('"outputs": each "parameters" must be an object')
     names = [o.get("name") for o in outputs]
-    unknown = [n for n in names if n not in OUTPUTS]
+    # A name may be any JSON value; a list or object must not reach the dict lookup (a 500).
+    unknown = [n for n in names if not isinstance(n, str) or n not in OUTPUTS]
     if unknown:
         raise BadRequest(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
     return names

@@ -7,6 +7,9 @@ from modelserve.config import Settings
 from modelserve.web.parsing import FLOAT32_MAX, V2_DATATYPES
 
 N_FEATURES = 8
+# The output tensors of every model, with their datatypes (api.py encodes them).
+OUTPUTS = {"probability": "FP32", "label": "INT8"}
+EXAMPLE_ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 
 
 def _ref(name: str) -> dict:
@@ -14,18 +17,64 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict) -> dict:
-    """A JSON content entry."""
-    return {"content": {"application/json": {"schema": schema}}}
+def _json(schema: dict, example: object = None) -> dict:
+    """A JSON content entry, with an example when one is given."""
+    media: dict = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"content": {"application/json": media}}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "required": True,
+                               "schema": {"type": "integer", "minimum": 0}}}
 
 
 def _errors(*codes: int) -> dict:
-    """Error responses, each a JSON {"error": "..."}."""
-    reasons = {400: "invalid request", 404: "unknown model or version", 405: "method not allowed",
+    """Error responses, each a JSON {"error": "..."}; a 503 says when to retry."""
+    reasons = {400: "invalid request", 404: "unknown model or version",
                413: "body or row count over the limit", 415: "not JSON",
                503: "broker, workers or model unavailable; see Retry-After",
                504: "no answer within the deadline"}
-    return {str(code): {"description": reasons[code], **_json(_ref("Error"))} for code in codes}
+    answers = {str(code): {"description": reasons[code], **_json(_ref("Error"))} for code in codes}
+    if "503" in answers:
+        answers["503"]["headers"] = RETRY_AFTER
+    return answers
+
+
+def _tensor_schemas(n_features: int) -> dict:
+    """Open Inference Protocol tensors: the one input, the outputs, their metadata."""
+    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    flat = {"type": "array", "items": number, "minItems": 1,
+            "description": "row-major values, rows x features of them"}
+    rows = {"type": "array", "minItems": 1, "description": "one list of values per row",
+            "items": {"type": "array", "items": number,
+                      "minItems": n_features, "maxItems": n_features}}
+    return {
+        "InferInput": {
+            "type": "object", "required": ["name", "shape", "datatype", "data"],
+            "description": "shape is [rows, features] and data holds exactly that many values",
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "items": {"type": "integer", "minimum": 1}},
+                "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
+                "data": {"oneOf": [flat, rows]},
+                "parameters": {"type": "object"}}},
+        "InferOutput": {
+            "type": "object", "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": {"type": "string", "enum": list(OUTPUTS)},
+                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "items": {"type": "integer", "minimum": 1}},
+                "datatype": {"type": "string", "enum": sorted(set(OUTPUTS.values()))},
+                "data": {"type": "array", "items": {"type": "number"}}}},
+        "TensorMetadata": {
+            "type": "object", "required": ["name", "datatype", "shape"],
+            "properties": {"name": {"type": "string"},
+                           "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
+                           "shape": {"type": "array", "items": {"type": "integer",
+                                                                "minimum": -1}}}},
+    }
 
 
 def _schemas(settings: Settings, features: list[str]) -> dict:
@@ -40,6 +89,7 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
                   "properties": {"error": {"type": "string"}}},
         "PredictRequest": {
             "type": "object", "required": ["rows"], "additionalProperties": False,
+            "description": f"bodies over {settings.max_body_bytes} bytes are refused (413)",
             "properties": {"rows": {"type": "array", "minItems": 1,
                                     "maxItems": settings.max_request_rows,
                                     "items": {"oneOf": [row_list, row_object]}}}},
@@ -52,44 +102,43 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
                                   "items": {"type": "number", "minimum": 0, "maximum": 1}},
                 "labels": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}},
                 "worker": {"type": "string", "description": "host:pid of the worker"}}},
+        "ServerMetadata": {
+            "type": "object", "required": ["name", "version", "extensions"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                           "extensions": {"type": "array", "items": {"type": "string"}}}},
+        "Live": {"type": "object", "required": ["live"],
+                 "properties": {"live": {"type": "boolean"}}},
         "Status": {
-            "type": "object", "required": ["ready", "broker", "workers", "queue_depth"],
+            "type": "object", "required": ["ready", "broker", "workers", "queue_depth",
+                                           "active_version"],
             "properties": {"ready": {"type": "boolean"}, "broker": {"type": "string"},
-                           "workers": {"type": "integer"}, "queue_depth": {"type": "integer"},
+                           "workers": {"type": "integer", "minimum": 0},
+                           "queue_depth": {"type": "integer", "minimum": 0},
                            "active_version": {"type": "string", "nullable": True}}},
-        "Tensor": {
-            "type": "object", "required": ["name", "shape", "datatype", "data"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0},
-                          "minItems": 2, "maxItems": 2},
-                "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
-                "data": {"type": "array", "items": {"oneOf": [number, {
-                    "type": "array", "items": number}]}},
-                "parameters": {"type": "object"}}},
+        **_tensor_schemas(len(features)),
         "InferRequest": {
             "type": "object", "required": ["inputs"],
             "properties": {
                 "id": {"type": "string"},
                 "parameters": {"type": "object"},
                 "inputs": {"type": "array", "minItems": 1, "maxItems": 1,
-                           "items": _ref("Tensor")},
+                           "items": _ref("InferInput")},
                 "outputs": {"type": "array", "items": {
                     "type": "object", "required": ["name"],
-                    "properties": {"name": {"type": "string", "enum": ["probability", "label"]},
+                    "properties": {"name": {"type": "string", "enum": list(OUTPUTS)},
                                    "parameters": {"type": "object"}}}}}},
         "InferResponse": {
             "type": "object", "required": ["model_name", "model_version", "outputs"],
             "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
                            "id": {"type": "string"},
-                           "outputs": {"type": "array", "items": _ref("Tensor")}}},
+                           "outputs": {"type": "array", "items": _ref("InferOutput")}}},
         "ModelMetadata": {
             "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
             "properties": {"name": {"type": "string"},
                            "versions": {"type": "array", "items": {"type": "string"}},
                            "platform": {"type": "string"},
-                           "inputs": {"type": "array", "items": {"type": "object"}},
-                           "outputs": {"type": "array", "items": {"type": "object"}}}},
+                           "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+                           "outputs": {"type": "array", "items": _ref("TensorMetadata")}}},
         "ModelReady": {"type": "object", "required": ["name", "ready"],
                        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
     }
@@ -101,54 +150,88 @@ def _ok(schema: str, text: str) -> dict:
 
 
 def _operation(summary: str, ok: dict, *errors: int, body: str | None = None,
-               params: tuple[dict, ...] = ()) -> dict:
+               example: object = None, params: tuple[dict, ...] = ()) -> dict:
     """One operation with its 200 answer and its error answers."""
     operation: dict = {"summary": summary, "responses": {"200": ok, **_errors(*errors)}}
     if body:
-        operation["requestBody"] = {"required": True, **_json(_ref(body))}
+        operation["requestBody"] = {"required": True, **_json(_ref(body), example)}
     if params:
         operation["parameters"] = list(params)
     return operation
+
+
+def _readiness(summary: str, schema: str, *errors: int, params: tuple[dict, ...] = ()) -> dict:
+    """A readiness probe: the same body whether ready (200) or not (503)."""
+    operation = _operation(summary, _ok(schema, "ready"), *errors, params=params)
+    operation["responses"]["503"] = _ok(schema, "not ready")
+    return operation
+
+
+def _example_row(n_features: int) -> list[float]:
+    """A row of Pima data for the examples (zeros for a model with other features)."""
+    return EXAMPLE_ROW if n_features == len(EXAMPLE_ROW) else [0] * n_features
+
+
+def _infer_example(n_features: int) -> dict:
+    """An inference request for one row."""
+    tensor = {"name": "input", "shape": [1, n_features], "datatype": "FP32",
+              "data": _example_row(n_features)}
+    return {"id": "example-1", "inputs": [tensor], "outputs": [{"name": "probability"}]}
+
+
+def _predict_example(features: list[str]) -> dict:
+    """A prediction request with a row in each form: a list, and an object."""
+    row = _example_row(len(features))
+    return {"rows": [row, dict(zip(features, row, strict=True))]}
+
+
+def _v2_paths(settings: Settings, n_features: int, version: str | None) -> dict:
+    """The Open Inference Protocol paths; model name and live version are enumerated."""
+    name = {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "enum": [settings.model_name]}}
+    version_values = {"enum": [version]} if version else {}
+    version_param = {"name": "version", "in": "path", "required": True,
+                     "schema": {"type": "string", **version_values}}
+    by_version = (name, version_param)
+    infer_errors = (400, 404, 413, 415, 503, 504)
+    infer = {"body": "InferRequest", "example": _infer_example(n_features)}
+    return {
+        "/v2": {"get": _operation("Server metadata", _ok("ServerMetadata", "server metadata"))},
+        "/v2/health/live": {"get": _operation("Liveness", _ok("Live", "live"))},
+        "/v2/health/ready": {"get": _readiness("Readiness", "Status")},
+        "/v2/models/{name}": {"get": _operation(
+            "Model metadata", _ok("ModelMetadata", "metadata"), 404, params=(name,))},
+        "/v2/models/{name}/ready": {"get": _readiness(
+            "Model readiness", "ModelReady", 404, params=(name,))},
+        "/v2/models/{name}/infer": {"post": _operation(
+            "Inference (Open Inference Protocol)", _ok("InferResponse", "outputs"),
+            *infer_errors, **infer, params=(name,))},
+        "/v2/models/{name}/versions/{version}": {"get": _operation(
+            "Model version metadata", _ok("ModelMetadata", "metadata"), 404, params=by_version)},
+        "/v2/models/{name}/versions/{version}/ready": {"get": _readiness(
+            "Model version readiness", "ModelReady", 404, params=by_version)},
+        "/v2/models/{name}/versions/{version}/infer": {"post": _operation(
+            "Inference on a named version (only the live one)", _ok("InferResponse", "outputs"),
+            *infer_errors, **infer, params=by_version)},
+    }
 
 
 def document(settings: Settings, features: list[str] | None = None,
              version: str | None = None) -> dict:
     """The whole OpenAPI document; model name and live version are enumerated."""
     features = features or [f"x{i}" for i in range(N_FEATURES)]
-    name = {"name": "name", "in": "path", "required": True,
-            "schema": {"type": "string", "enum": [settings.model_name]}}
-    version_values = {"enum": [version]} if version else {}
-    version_param = {"name": "version", "in": "path", "required": True,
-                     "schema": {"type": "string", **version_values}}
     paths = {
         "/api/v1/predict": {"post": _operation(
             "Score rows (lists in feature order, or objects keyed by feature name)",
             _ok("PredictResponse", "probabilities, labels and the model version"),
-            400, 413, 415, 503, 504, body="PredictRequest")},
-        "/v2": {"get": _operation("Server metadata", {"description": "server metadata",
-                                                      **_json({"type": "object"})})},
-        "/v2/health/live": {"get": _operation("Liveness", {"description": "live",
-                                                           **_json({"type": "object"})})},
-        "/v2/health/ready": {"get": _operation("Readiness", _ok("Status", "ready"), 503)},
-        "/v2/models/{name}": {"get": _operation(
-            "Model metadata", _ok("ModelMetadata", "metadata"), 404, params=(name,))},
-        "/v2/models/{name}/ready": {"get": _operation(
-            "Model readiness", _ok("ModelReady", "ready"), 404, 503, params=(name,))},
-        "/v2/models/{name}/infer": {"post": _operation(
-            "Inference (Open Inference Protocol)", _ok("InferResponse", "outputs"),
-            400, 404, 413, 415, 503, 504, body="InferRequest", params=(name,))},
-        "/v2/models/{name}/versions/{version}": {"get": _operation(
-            "Model version metadata", _ok("ModelMetadata", "metadata"), 404,
-            params=(name, version_param))},
-        "/v2/models/{name}/versions/{version}/ready": {"get": _operation(
-            "Model version readiness", _ok("ModelReady", "ready"), 404, 503,
-            params=(name, version_param))},
-        "/v2/models/{name}/versions/{version}/infer": {"post": _operation(
-            "Inference on a named version (only the live one)", _ok("InferResponse", "outputs"),
-            400, 404, 413, 415, 503, 504, body="InferRequest", params=(name, version_param))},
+            400, 413, 415, 503, 504, body="PredictRequest",
+            example=_predict_example(features))},
+        **_v2_paths(settings, len(features), version),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
+            "description": "the OpenAPI 3 document", **_json({"type": "object"})}}}},
     }
     return {
         "openapi": "3.0.3",

@@ -39,7 +39,8 @@ def parse_json(body: bytes, content_type: str | None, max_bytes: int) -> Any:
     if not body.strip():
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        # JSON on the wire is UTF-8; json.loads would also guess UTF-16/32 from bytes.
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -119,12 +120,14 @@ def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.n
         raise BadRequest('send {"inputs": [{"name", "shape", "datatype", "data"}]}')
     if len(payload["inputs"]) != 1:
         raise BadRequest(f"expected exactly 1 input tensor, got {len(payload['inputs'])}")
+    _check_types(payload, "the request", {"id": str, "parameters": dict})
     tensor = payload["inputs"][0]
     if not isinstance(tensor, dict):
         raise BadRequest("inputs[0] must be an object")
     for key in ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise BadRequest(f"inputs[0] lacks {key!r}")
+    _check_types(tensor, "inputs[0]", {"name": str, "parameters": dict})
     if tensor["datatype"] not in V2_DATATYPES:
         raise BadRequest(f"inputs[0].datatype {tensor['datatype']!r} is not numeric")
     shape = tensor["shape"]
@@ -134,7 +137,7 @@ def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.n
     if shape[1] != len(features):
         raise BadRequest(f"inputs[0].shape {shape}: the model takes {len(features)} features")
     _check_count(shape[0], max_rows)
-    values = _flatten(tensor["data"])
+    values = _flatten(tensor["data"], len(features))
     if len(values) != shape[0] * shape[1]:
         raise BadRequest(f"inputs[0].data has {len(values)} values; "
                          f"shape {shape} needs {shape[0] * shape[1]}")
@@ -142,20 +145,22 @@ def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.n
     return np.asarray(flat, dtype=np.float32).reshape(shape), tensor
 
 
-def _flatten(data: Any) -> list:
-    """Flatten nested lists (row-major), as the protocol allows either form."""
+def _check_types(fields: dict, where: str, kinds: dict[str, type]) -> None:
+    """Refuse optional protocol fields of the wrong JSON type (a name that is not a string)."""
+    for key, kind in kinds.items():
+        if key in fields and not isinstance(fields[key], kind):
+            expected = "a string" if kind is str else "an object"
+            raise BadRequest(f"{where}: {key!r} must be {expected}")
+
+
+def _flatten(data: Any, n_features: int) -> list:
+    """Read tensor data given flat (row-major) or as one list of n_features values per row."""
     if not isinstance(data, list):
         raise BadRequest("inputs[0].data must be a list")
-    flat: list = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                if len(stack) > 3:
-                    raise BadRequest("inputs[0].data is nested too deeply")
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
+    if not any(isinstance(item, list) for item in data):
+        return data
+    # Nesting must follow the shape: deeper or ragged lists would be scored as some other rows.
+    if not all(isinstance(row, list) and len(row) == n_features for row in data):
+        raise BadRequest(f"inputs[0].data: give the values flat, or as lists of {n_features} "
+                         "values, one per row")
+    return [value for row in data for value in row]

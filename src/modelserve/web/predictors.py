@@ -237,11 +237,17 @@ class QueuePredictor:
             with Consumer(conn, [reply_queue], callbacks=[self._on_reply], no_ack=True,
                           accept=["json"]):
                 self._connected.set()
+                next_heartbeat = 0.0
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=1.0)
                     except TimeoutError:
+                        pass
+                    # This connection only receives, so the broker hears from us only through
+                    # heartbeats; under load drain_events never times out, so check here.
+                    if time.monotonic() >= next_heartbeat:
                         conn.heartbeat_check()
+                        next_heartbeat = time.monotonic() + 1.0
 
     def _on_reply(self, body: dict, message) -> None:
         """Route one answer to the batch it belongs to."""

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from flask import Blueprint, abort, render_template, request, send_file, url_for
 
+from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.csvfile import score_csv
+from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, Scores
 from modelserve.web import charts, service
 from modelserve.web.evaluation import AccuracyBook, held_out
@@ -34,6 +36,7 @@ def index():
     app_service = service()
     manifest = app_service.active_manifest()
     values, answer, problem, status_code = {}, None, None, 200
+    bad_field = None
     if request.method == "POST" and manifest is not None:
         values = {name: request.form.get(name, "") for name in app_service.features()}
         try:
@@ -41,8 +44,18 @@ def index():
             answer = app_service.predict(row)
         except BadRequest as error:
             problem, status_code = str(error), error.status
+            bad_field = getattr(error, "field", None)
     return render_template("index.html", manifest=manifest, status=app_service.status(),
-                           values=values, answer=answer, problem=problem), status_code
+                           values=values, answer=answer, problem=problem,
+                           bad_field=bad_field), status_code
+
+
+class _FieldError(BadRequest):
+    """A form field that is not a usable number; `field` names it for the page."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 def _form_row(values: dict[str, str], features: list[str]) -> np.ndarray:
@@ -53,9 +66,11 @@ def _form_row(values: dict[str, str], features: list[str]) -> np.ndarray:
         try:
             number = float(text)
         except ValueError:
-            raise BadRequest(f"{name}: {text[:40]!r} is not a number") from None
-        if not math.isfinite(number):
-            raise BadRequest(f"{name}: {text!r} is not a finite number")
+            raise _FieldError(name, f"{name}: {text[:40]!r} is not a number") from None
+        # float32 is what the model computes in: 1e39 would become infinity there.
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+            raise _FieldError(
+                name, f"{name}: {text[:40]!r} is not a finite number within float32 range")
         row.append(number)
     return np.asarray([row], dtype=np.float32)
 
@@ -67,7 +82,11 @@ def predictions():
     manifest = app_service.active_manifest()
     if manifest is None:
         return render_template("predictions.html", manifest=None), 200
-    rows = held_out(app_service.settings, manifest)
+    try:
+        rows = held_out(app_service.settings, manifest)
+    except UserError as error:  # no dataset stored here: still offer the CSV upload
+        return render_template("predictions.html", manifest=manifest, held=None,
+                               problem=str(error)), 200
     answer = app_service.predict_many(rows.features, app_service.settings.max_request_rows)
     return render_template(
         "predictions.html",
@@ -100,7 +119,10 @@ def upload():
             count = score_csv(_Scorer(app_service), in_path, results / f"{result_id}.csv")
         except InputError as error:
             # Name the file as the user knows it, not by our scratch path.
-            raise BadRequest(str(error).replace(str(in_path), "the file")) from None
+            raise BadRequest(str(error).replace(str(in_path), upload_file.filename)) from None
+        except UnicodeDecodeError:  # reading the header row decodes the file as UTF-8
+            raise BadRequest(
+                f"{upload_file.filename}: not UTF-8 text; save it as a UTF-8 CSV file") from None
     return render_template("uploaded.html", count=count, name=upload_file.filename,
                            link=url_for("ui.download", result_id=result_id)), 201
 
