@@ -1,0 +1,130 @@
+"""Faults on the queue path: a worker killed mid-task, a stuck worker, a broker that leaves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+from modelserve.stack.ports import wait_for_port
+from modelserve.stack.rabbitmq import BrokerNode
+from serving.conftest import as_json, prepare_home, version_of_seed
+from serving.stack_helpers import alive, free_broker_port, post_json, start_stack
+
+ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+
+
+@pytest.fixture
+def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
+    """A home with the production seed model active."""
+    home = tmp_path / "home"
+    prepare_home(home, shared_data, pima_csv)
+    version = version_of_seed(home, "production")
+    assert run_cli("models", "activate", version, home=home).returncode == 0
+    return home
+
+
+def _predict_later(pool: ThreadPoolExecutor, url: str):
+    """Send a prediction from another thread; the future holds its answer."""
+    return pool.submit(post_json, f"{url}/api/v1/predict", {"rows": [ROW]}, 30)
+
+
+def _wait_for_new_workers(stack, old: set[int], count: int, timeout: float = 30) -> list[int]:
+    """Wait until the stack runs `count` workers, none of them in `old`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [pid for pid in stack.worker_pids() if alive(pid)]
+        if len(pids) == count and not old & set(pids):
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"workers not replaced: {stack.worker_pids()}\n{stack.log()}")
+
+
+@pytest.mark.slow
+def test_work_of_a_worker_killed_mid_task_is_done_by_another(home):
+    """Both workers hold a task; one is killed -9: both callers still get their answer."""
+    stack = start_stack(home, "--workers", "2", env={"MODELSERVE_REQUEST_TIMEOUT": "20"})
+    try:
+        stack.wait_ready(workers=2)
+        first, second = stack.worker_pids()
+        for pid in (first, second):
+            os.kill(pid, signal.SIGSTOP)  # each will take one message and sit on it
+        with ThreadPoolExecutor(2) as pool:
+            answers = [_predict_later(pool, stack.url) for _ in range(2)]
+            time.sleep(1.0)  # the broker hands one message to each (prefetch 1)
+            os.kill(first, signal.SIGKILL)
+            os.kill(second, signal.SIGCONT)
+            results = [answer.result(30) for answer in answers]
+        assert [r.status for r in results] == [200, 200], [r.body for r in results]
+        served_by = {as_json(r)["worker"].split(":")[1] for r in results}
+        assert str(first) not in served_by
+        _wait_for_new_workers(stack, {first}, 2)  # the supervisor replaced the dead worker
+        assert "worker 1 exited (code -9); restarting it" in stack.log()
+    finally:
+        assert stack.stop() == 0
+    assert not any(alive(pid) for pid in stack.children())
+
+
+@pytest.mark.slow
+def test_no_answer_within_the_deadline_is_a_504_not_a_hang(home):
+    """With every worker frozen, the caller gets 504 at its deadline; then service resumes."""
+    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_REQUEST_TIMEOUT": "2"})
+    try:
+        stack.wait_ready(workers=1)
+        (worker,) = stack.worker_pids()
+        os.kill(worker, signal.SIGSTOP)
+        started = time.monotonic()
+        answer = post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}, timeout=20)
+        waited = time.monotonic() - started
+        os.kill(worker, signal.SIGCONT)
+        assert answer.status == 504 and "no answer within 2 s" in as_json(answer)["error"]
+        assert waited < 4, "the deadline must be kept, not exceeded by much"
+        assert post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}).status == 200
+    finally:
+        assert stack.stop() == 0
+
+
+@pytest.mark.slow
+def test_broker_down_means_fast_503_with_retry_after_then_recovery(home):
+    """An external broker stops: 503 + Retry-After at once; it returns: service resumes."""
+    node = BrokerNode(home.parent / "external-broker", free_broker_port())
+    broker = node.start()
+    wait_for_port(node.port, 60, broker, "the broker")
+    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": node.url()})
+    try:
+        stack.wait_ready(workers=1)
+        pids = set(stack.children())
+        node.stop(broker)
+        answers, elapsed = [], []
+        for _ in range(5):
+            started = time.monotonic()
+            answers.append(post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}))
+            elapsed.append(time.monotonic() - started)
+        assert {a.status for a in answers} == {503}, [a.body for a in answers]
+        assert all(a.headers.get("Retry-After") == "2" for a in answers)
+        assert "broker" in as_json(answers[-1])["error"]
+        assert max(elapsed) < 1.0, elapsed
+        broker = node.start()
+        wait_for_port(node.port, 60, broker, "the broker")
+        _wait_until_answering(stack.url, 60)
+        assert set(stack.children()) >= pids - {broker.pid}, "web and workers were not restarted"
+    finally:
+        stack.stop()
+        node.stop(broker)
+
+
+def _wait_until_answering(url: str, timeout: float) -> None:
+    """Poll predictions until one succeeds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = post_json(f"{url}/api/v1/predict", {"rows": [ROW]})
+        if last.status == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no recovery: {last.status} {last.body!r}")
