@@ -29,14 +29,15 @@ def free_broker_port() -> int:
     """A broker port whose Erlang companions (port+19000, port+20000) are free too."""
     for _ in range(200):
         port = random.randint(20000, 45000)  # noqa: S311 (not security related)
-        if all(_is_free(p) for p in (port, port + 19000, port + 20000)):
+        if all(is_free(p) for p in (port, port + 19000, port + 20000)):
             return port
     raise RuntimeError("no free broker port found")
 
 
-def _is_free(port: int) -> bool:
+def is_free(port: int) -> bool:
     """Tell whether a loopback port can be bound."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -11,9 +11,9 @@ from modelserve.errors import UserError
 from modelserve.stack.up import (
     Stack,
     StackOptions,
-    ignore_further_interrupts,
-    install_sigterm_as_interrupt,
+    interrupts_stop_the_stack,
     registry_hint,
+    restore_default_signals,
 )
 
 DEFAULTS = StackOptions()
@@ -37,16 +37,15 @@ DEFAULTS = StackOptions()
 def up(settings: Settings, **options) -> None:
     """Start a broker, workers and the web app, and keep them running until Ctrl-C."""
     stack = Stack(settings, StackOptions(**options), click.echo)
-    install_sigterm_as_interrupt()
     try:
-        stack.start()
-        _announce(stack, settings)
-        stack.supervise()
-    except KeyboardInterrupt:
+        with interrupts_stop_the_stack():
+            stack.start()
+            _announce(stack, settings)
+            stack.supervise()
         click.echo("\nstopping…")
     finally:
-        ignore_further_interrupts()
         stack.stop()
+        restore_default_signals()
     click.echo("stopped; nothing is left running")
 
 

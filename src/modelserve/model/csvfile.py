@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, ModelRuntime
 
 BLOCK_BYTES = 4 << 20
@@ -26,8 +27,11 @@ Progress = Callable[[int], None]
 
 def read_header(path: Path, features: list[str]) -> list[str] | None:
     """Return the file's header row, or None when its first row is all numbers."""
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        first = next(csv.reader(stream), None)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            first = next(csv.reader(stream), None)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the file is not UTF-8 text") from None
     if first is None:
         raise InputError(f"{path}: the file is empty")
     if all(_is_number(cell) for cell in first):
@@ -129,4 +133,6 @@ def _cell_problem(cell: str) -> str | None:
         return f"{cell.strip()[:40]!r} is not a number"
     if not math.isfinite(float(cell)):
         return f"{cell.strip()!r} is not a finite number"
+    if abs(float(cell)) > FLOAT32_MAX:
+        return f"{cell.strip()!r} is too large for float32"
     return None

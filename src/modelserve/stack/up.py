@@ -10,7 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -215,16 +216,26 @@ def registry_hint(registry_dir: Path) -> str | None:
             "the stack picks it up without a restart")
 
 
-def install_sigterm_as_interrupt() -> None:
-    """Let SIGTERM stop the stack the way Ctrl-C does."""
+@contextmanager
+def interrupts_stop_the_stack() -> Iterator[None]:
+    """SIGTERM stops the stack as Ctrl-C does; while stopping, further signals are ignored."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second Ctrl-C during the stop must not leave half the stack running.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
 
 
-def ignore_further_interrupts() -> None:
-    """While stopping, a second Ctrl-C must not leave half the stack running."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def restore_default_signals() -> None:
+    """Let signals act normally again once everything has stopped."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -135,9 +135,9 @@ def _served_manifest(name: str, version: str | None) -> dict:
 
 def _requested_outputs(payload: dict) -> list[str]:
     """The output tensors asked for (all of them when none are named)."""
-    outputs = payload.get("outputs")
-    if outputs is None:
+    if "outputs" not in payload:  # null is not a list of outputs: refused below
         return list(OUTPUTS)
+    outputs = payload["outputs"]
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
     if any(not isinstance(o.get("parameters", {}), dict) for o in outputs):

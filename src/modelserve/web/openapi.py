@@ -230,8 +230,6 @@ def document(settings: Settings, features: list[str] | None = None,
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
-            "description": "the OpenAPI 3 document", **_json({"type": "object"})}}}},
     }
     return {
         "openapi": "3.0.3",

@@ -1,0 +1,95 @@
+"""`modelserve up`: one command starts the stack, says what it runs, and stops it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cli_helpers import assert_user_error, run_cli
+from click.testing import CliRunner
+
+from modelserve.cli import main
+from modelserve.stack.ports import wait_for_port
+from serving.conftest import as_json, prepare_home, version_of_seed
+from serving.stack_helpers import alive, free_port, http, is_free, post_json, start_stack
+
+
+@pytest.mark.slow
+def test_up_serves_then_ctrl_c_stops_everything(tmp_path: Path, shared_data, pima_csv):
+    """URLs and readiness are printed; SIGINT leaves no process and no port behind."""
+    home = tmp_path / "home"
+    prepare_home(home, shared_data, pima_csv)
+    version = version_of_seed(home, "production")
+    assert run_cli("models", "activate", version, home=home).returncode == 0
+    stack = start_stack(home, "--workers", "2")
+    stack.wait_ready(workers=2)
+    children = stack.children()
+    assert len(stack.worker_pids()) == 2
+    log = stack.log()
+    assert f"web: http://127.0.0.1:{stack.port}/" in log
+    assert f"ready: model {version}, 2 worker(s)" in log
+    assert "guest" not in (home / "broker" / "rabbitmq.conf").read_text()
+    assert oct((home / "broker" / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert stack.stop(signal.SIGINT) == 0
+    assert "stopped; nothing is left running" in stack.log()
+    assert not [pid for pid in children if alive(pid)]
+    for port in (stack.port, stack.broker_port, stack.broker_port + 19000,
+                 stack.broker_port + 20000):
+        assert is_free(port), f"port {port} still taken"
+
+
+@pytest.mark.slow
+def test_without_a_model_up_says_how_to_get_one(tmp_path: Path, pima_csv):
+    """No active model: a hint on the terminal and the page, a clear 503 on the API."""
+    home = tmp_path / "home"
+    assert run_cli("data", "import", pima_csv, home=home).returncode == 0
+    stack = start_stack(home, "--workers", "1", "--inline")
+    try:
+        wait_for_port(stack.port, 60, stack.process, "modelserve up")
+        page = http("GET", f"{stack.url}/")
+        assert page.status == 200 and b"No model is active yet" in page.body
+        answer = post_json(f"{stack.url}/api/v1/predict", {"rows": [[1] * 8]})
+        assert answer.status == 503 and "no model is active" in as_json(answer)["error"]
+        assert answer.headers["Retry-After"] == "2"
+        assert "modelserve train --activate" in stack.log()
+    finally:
+        assert stack.stop() == 0
+
+
+def test_a_taken_port_is_one_clear_line(tmp_path: Path):
+    """The web port is in use: say so and start nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("up", "--port", str(port), home=tmp_path / "home", timeout=60)
+    assert_user_error(result, f"port {port}", "already in use")
+
+
+def test_missing_rabbitmq_server_is_one_clear_line(tmp_path, monkeypatch):
+    """Without the broker package: say how to install it, or how to use another broker."""
+    monkeypatch.setattr("modelserve.stack.rabbitmq.SERVER", str(tmp_path / "no-such-server"))
+    monkeypatch.setenv("MODELSERVE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELSERVE_BROKER_URL", raising=False)
+    result = CliRunner().invoke(main, ["up", "--port", str(free_port())])
+    assert result.exit_code == 1, result.output
+    assert "rabbitmq-server is not installed" in result.output
+    assert "MODELSERVE_BROKER_URL" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_broker_that_does_not_answer_is_one_clear_line(tmp_path: Path):
+    """An external broker URL that nobody answers: one line, and no password in it."""
+    url = f"amqp://someone:s3cret-word@127.0.0.1:{free_port()}//"
+    result = subprocess.run(
+        [sys.executable, "-m", "modelserve", "up", "--port", str(free_port())],
+        env=dict(os.environ, MODELSERVE_HOME=str(tmp_path / "home"), MODELSERVE_BROKER_URL=url),
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert_user_error(result, "does not answer")
+    assert "s3cret-word" not in result.stderr + result.stdout
