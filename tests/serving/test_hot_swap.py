@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-
 from cli_helpers import run_cli
+
 from serving.conftest import expected
 from serving.stack_helpers import post_json
 
