@@ -23,6 +23,7 @@ from kombu import Queue as KombuQueue
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.web import metrics
+from modelserve.worker import wire
 from modelserve.worker.active import ActiveModel, NoActiveModel
 from modelserve.worker.app import PREDICT_TASK, make_celery
 
@@ -175,7 +176,8 @@ class QueuePredictor:
         try:
             self._celery.send_task(
                 PREDICT_TASK,
-                args=[rows.tolist()],
+                args=[wire.encode(rows, wire.ROWS), rows.shape[1]],
+                argsrepr=f"[<{len(rows)} rows>]",  # Celery would repr every value otherwise
                 task_id=correlation_id,  # so that logs on both sides name the batch alike
                 # Transient: confirmed once queued, not after a disk sync (~100 ms here). A
                 # request outliving a broker restart would have nobody left to answer to.
@@ -294,8 +296,14 @@ def _answer(batch: _Batch, body: dict) -> None:
         for request in batch.requests:
             _settle(request.future, exception=error)
         return
-    probabilities = np.asarray(body["probabilities"], dtype=np.float32)
-    labels = np.asarray(body["labels"], dtype=np.int8)
+    probabilities = wire.decode(body["probabilities"], wire.PROBABILITIES)
+    labels = wire.decode(body["labels"], wire.LABELS)
+    expected_rows = sum(len(request.rows) for request in batch.requests)
+    if not len(probabilities) == len(labels) == expected_rows:
+        error = Unavailable("a worker answered with the wrong number of rows")
+        for request in batch.requests:
+            _settle(request.future, exception=error)
+        return
     start = 0
     for request in batch.requests:
         end = start + len(request.rows)

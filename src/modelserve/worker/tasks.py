@@ -6,31 +6,32 @@ import logging
 import os
 import socket
 
-import numpy as np
 from celery import Celery, Task
 from celery.signals import worker_ready
 from kombu import Connection, Producer
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.worker import wire
 from modelserve.worker.active import ActiveModel, NoActiveModel
 from modelserve.worker.app import PREDICT_TASK
 
 log = logging.getLogger(__name__)
 
 
-def score_batch(active: ActiveModel, rows: list) -> dict:
-    """Score rows with the active model; a refusal becomes an error reply, not a crash."""
+def score_batch(active: ActiveModel, rows: str, n_features: int) -> dict:
+    """Score packed rows with the active model; a refusal becomes an error reply, not a crash."""
     try:
         runtime = active.current()
-        batch = np.asarray(rows, dtype=np.float32).reshape(-1, len(runtime.features))
-        scores = runtime.score(batch)
-    except (UserError, ValueError) as error:
+        if n_features != len(runtime.features):
+            raise ValueError(f"the model takes {len(runtime.features)} features, not {n_features}")
+        scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
+    except (UserError, ValueError) as error:  # binascii.Error is a ValueError too
         return {"error": str(error)}
     return {
         "version": scores.version,
-        "probabilities": scores.probabilities.tolist(),
-        "labels": scores.labels.tolist(),
+        "probabilities": wire.encode(scores.probabilities, wire.PROBABILITIES),
+        "labels": wire.encode(scores.labels, wire.LABELS),
     }
 
 
@@ -70,9 +71,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             log.warning("%s", error)
 
     @app.task(name=PREDICT_TASK, bind=True, ignore_result=True)
-    def predict_batch(self: Task, rows: list) -> None:
+    def predict_batch(self: Task, rows: str, n_features: int) -> None:
         """Score one batch (rows of many requests) and reply to the sender."""
-        body = score_batch(active, rows)
+        body = score_batch(active, rows, n_features)
         body["worker"] = worker_name
         body["redelivered"] = bool((self.request.delivery_info or {}).get("redelivered"))
         if self.request.reply_to:
