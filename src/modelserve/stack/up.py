@@ -218,20 +218,22 @@ def registry_hint(registry_dir: Path) -> str | None:
 
 @contextmanager
 def interrupts_stop_the_stack() -> Iterator[None]:
-    """SIGTERM stops the stack as Ctrl-C does; while stopping, further signals are ignored."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT and SIGTERM stop the stack; while it stops, further signals are ignored."""
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
 
     def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    # SIGINT too: a shell that starts us in the background hands us SIGINT ignored.
+    for sig in stop_signals:
+        signal.signal(sig, interrupt)
     try:
         yield
     except KeyboardInterrupt:
         pass
     finally:
         # A second Ctrl-C during the stop must not leave half the stack running.
-        for sig in previous:
+        for sig in stop_signals:
             signal.signal(sig, signal.SIG_IGN)
 
 
