@@ -93,11 +93,15 @@ def read_weights(path: Path, layers: list[DenseSpec], width: int) -> list[list[n
     try:
         with h5py.File(path, "r") as h5:
             root = h5["model_weights"] if "model_weights" in h5 else h5
-            return [
+            weights = [
                 _layer_weights(root, spec, fan_in, path) for spec, fan_in in _fan_ins(layers, width)
             ]
     except (OSError, KeyError) as error:
         raise BundleError(f"{path}: not a readable Keras HDF5 weights file ({error})") from None
+    for spec, (kernel, bias) in zip(layers, weights, strict=True):
+        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+            raise BundleError(f"{path}: layer {spec.name} has NaN or infinite weights")
+    return weights
 
 
 def _fan_ins(layers: list[DenseSpec], width: int) -> list[tuple[DenseSpec, int]]:

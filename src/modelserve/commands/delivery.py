@@ -1,0 +1,83 @@
+"""`modelserve delivery`: set up git-push delivery, and the hooks' entry points."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from datetime import UTC, datetime
+
+import click
+
+from modelserve.config import Settings
+from modelserve.delivery.activate import post_receive
+from modelserve.delivery.config import DeliveryConfig, delivery_dir, load_config, repository
+from modelserve.delivery.gate import pre_receive, push_options, read_updates
+from modelserve.delivery.setup import init_delivery
+from modelserve.errors import UserError
+
+DEFAULTS = DeliveryConfig()
+
+
+@click.group()
+def delivery() -> None:
+    """Deliver models by `git push` to this server."""
+
+
+@delivery.command()
+@click.option("--branch", default=DEFAULTS.branch, show_default=True,
+              help="The branch whose pushes are deployed; others are only stored.")
+@click.option("--folder", default=DEFAULTS.folder, help="Where the model is in the repository.")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=DEFAULTS.tolerance,
+              show_default=True, help="Accuracy a new model may lose against the live one.")
+@click.option("--max-mb", type=click.FloatRange(0.001), default=DEFAULTS.max_bytes / 2**20,
+              show_default=True, help="Size limit of the pushed model files.")
+@click.option("--web-url", default=DEFAULTS.web_url, show_default=True,
+              help="The serving stack that must answer with a new model before a push ends.")
+@click.pass_obj
+def init(settings: Settings, branch: str, folder: str, tolerance: float, max_mb: float,
+         web_url: str) -> None:
+    """Create the bare repository and its hooks (running it again changes nothing)."""
+    config = DeliveryConfig(branch=branch, folder=folder.strip("/"), tolerance=tolerance,
+                            max_bytes=int(max_mb * 2**20), web_url=web_url.rstrip("/"))
+    changes = init_delivery(settings, config)
+    for change in changes:
+        click.echo(change)
+    click.echo(f"{'ready' if changes else 'unchanged'}: push to {repository(settings)}")
+
+
+def _hook(settings: Settings, run) -> None:
+    """Run a hook body: its words reach the pusher as `remote:` lines; a refusal exits 1."""
+    try:
+        run()
+    except UserError as error:
+        click.echo(str(error))
+        sys.exit(1)
+    except Exception as error:  # never deploy after a failure we did not foresee
+        click.echo(f"refused: the gate failed ({type(error).__name__}: {error}); "
+                   "production is unchanged")
+        _keep_traceback(settings)
+        sys.exit(1)
+
+
+def _keep_traceback(settings: Settings) -> None:
+    """Write the traceback to the server's delivery log, not to the pusher's terminal."""
+    with open(delivery_dir(settings) / "gate-errors.log", "a") as log_file:
+        log_file.write(f"--- {datetime.now(UTC).isoformat()}\n{traceback.format_exc()}\n")
+
+
+@delivery.command("pre-receive", hidden=True)
+@click.pass_obj
+def pre_receive_hook(settings: Settings) -> None:
+    """Entry point of the pre-receive hook (git passes the updates on stdin)."""
+    updates = read_updates(sys.stdin.read())
+    _hook(settings, lambda: pre_receive(settings, load_config(settings), updates,
+                              push_options(os.environ), click.echo))
+
+
+@delivery.command("post-receive", hidden=True)
+@click.pass_obj
+def post_receive_hook(settings: Settings) -> None:
+    """Entry point of the post-receive hook."""
+    updates = read_updates(sys.stdin.read())
+    _hook(settings, lambda: post_receive(settings, load_config(settings), updates, click.echo))

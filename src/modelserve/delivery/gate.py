@@ -1,0 +1,233 @@
+"""The pre-receive gate: nothing reaches production that does not load, fit and score well.
+
+A candidate is materialized from the pushed commit (still in git's quarantine), converted if
+it is a legacy pair, checked in a clean process, compared with the live model's input
+contract, and scored against the live model on this server's own evaluation rows. Only a
+candidate that passes is kept, under pending/<commit>, for the post-receive hook.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelserve.config import Settings
+from modelserve.delivery.config import DeliveryConfig, delivery_dir
+from modelserve.errors import UserError
+from modelserve.model import metrics
+from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names
+from modelserve.model.check import check_bundle_isolated
+from modelserve.model.dataset import load_dataset, stored_dataset, stratified_split
+from modelserve.model.legacy import DEFAULT_SEED, DEFAULT_TEST_FRACTION, import_legacy
+from modelserve.model.runtime import ModelRuntime
+from modelserve.registry import Registry
+
+ZERO = "0" * 40
+PLAN_FILE = "plan.npz"
+NOTE_FILE = "delivery.json"
+Say = Callable[[str], None]
+
+
+class Refused(UserError):
+    """The push carries something that must not go live; the message says why."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """One ref update of a push, as git hands it to the hooks."""
+
+    old: str
+    new: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A candidate that passed, with what the post-receive hook needs to report."""
+
+    bundle: Path
+    accuracy: float
+    live_accuracy: float | None
+    rows: int
+
+
+def read_updates(text: str) -> list[Update]:
+    """Parse the hooks' stdin: one `old new ref` line per updated ref."""
+    return [Update(*line.split()) for line in text.splitlines() if line.strip()]
+
+
+def push_options(env: Mapping[str, str]) -> dict[str, str]:
+    """The `git push -o key[=value]` options, as a dict."""
+    options = {}
+    for i in range(int(env.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
+        key, _, value = env.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def pending_dir(settings: Settings, commit: str) -> Path:
+    """Where a candidate that passed the gate waits for post-receive."""
+    return delivery_dir(settings) / "pending" / commit
+
+
+def pre_receive(settings: Settings, config: DeliveryConfig, updates: list[Update],
+                options: dict[str, str], say: Say) -> None:
+    """Judge every update of the deployed branch; raise Refused to refuse the whole push."""
+    branch_ref = f"refs/heads/{config.branch}"
+    for update in updates:
+        if update.ref != branch_ref:
+            say(f"{update.ref}: stored, not deployed (only {config.branch} deploys)")
+            continue
+        if update.new == ZERO:
+            raise Refused(f"refused: deleting {config.branch} would leave nothing deployed")
+        verdict = judge(settings, config, update.new, options, say)
+        say(f"accepted {update.new[:12]}: accuracy {verdict.accuracy:.4f} on this server's "
+            f"{verdict.rows} evaluation rows" + _beside(verdict.live_accuracy))
+
+
+def _beside(live_accuracy: float | None) -> str:
+    """The live model's figure, for comparison."""
+    return "" if live_accuracy is None else f" (live model: {live_accuracy:.4f})"
+
+
+def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict[str, str],
+          say: Say) -> Verdict:
+    """Materialize, convert, check and score one pushed commit; keep it pending if it passes."""
+    started = time.time()
+    pending = pending_dir(settings, commit)
+    scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=_ensure(pending.parent)))
+    try:
+        tree = _materialize(commit, config, scratch / "tree")
+        bundle = _candidate_bundle(settings, tree, scratch / "bundle")
+        report = _check(bundle)
+        verdict = _compare(settings, config, bundle, report, options, say)
+        _record(scratch / NOTE_FILE, commit, options, started)
+        shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
+        shutil.rmtree(pending, ignore_errors=True)
+        scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
+        return Verdict(pending / "bundle", verdict.accuracy, verdict.live_accuracy,
+                       verdict.rows)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _ensure(path: Path) -> Path:
+    """Create a directory if needed and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _git(*args: str) -> bytes:
+    """Run git in the hook's repository (quarantined objects included) and return stdout."""
+    done = subprocess.run(["git", *args], capture_output=True, check=False)  # noqa: S603,S607
+    if done.returncode != 0:
+        raise Refused(f"refused: git {args[0]} failed: {done.stderr.decode(errors='replace')}")
+    return done.stdout
+
+
+def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
+    """Extract the model folder of a commit, refusing it when it is over the size limit."""
+    folder = config.folder.strip("/")
+    where = [folder] if folder else []
+    listing = _git("ls-tree", "-r", "-l", commit, "--", *where).decode()
+    sizes = [int(line.split()[3]) for line in listing.splitlines() if line.split()[3] != "-"]
+    if not sizes:
+        raise Refused(f"refused: no files in {folder or 'the repository root'} of {commit[:12]}")
+    if sum(sizes) > config.max_bytes:
+        raise Refused(f"refused: the model files are {sum(sizes):,} bytes, over the "
+                      f"{config.max_bytes:,} byte limit")
+    archive = _git("archive", "--format=tar", commit, *where)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(out, filter="data")  # refuses links and paths leaving `out`
+    return out / folder if folder else out
+
+
+def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
+    """Find a bundle or a legacy pair in the tree; convert a legacy pair into a bundle."""
+    if (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file():
+        out.mkdir()
+        for name in (MODEL_FILE, MANIFEST_FILE):
+            shutil.copy2(tree / name, out / name)
+        return out
+    if (tree / "model.json").is_file() and (tree / "model.h5").is_file():
+        dataset = load_dataset(stored_dataset(settings.data_dir))
+        try:
+            import_legacy(tree / "model.json", tree / "model.h5", dataset, out)
+        except UserError as error:
+            raise Refused(f"refused: the legacy model cannot be converted: {error}") from None
+        return out
+    raise Refused("refused: no model in the push: expected model.keras + manifest.json, or "
+                  "model.json + model.h5")
+
+
+def _check(bundle: Path) -> dict:
+    """Load and run the model in a clean process; derive its scoring plan."""
+    try:
+        return check_bundle_isolated(bundle, plan_out=bundle / PLAN_FILE)
+    except UserError as error:
+        message = str(error).replace(str(bundle), "the pushed model")
+        raise Refused(f"refused: {message}") from None
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Accuracy of the candidate and of the live model on the same rows."""
+
+    accuracy: float
+    live_accuracy: float | None
+    rows: int
+
+
+def _compare(settings: Settings, config: DeliveryConfig, bundle: Path, report: dict,
+             options: dict[str, str], say: Say) -> _Scores:
+    """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
+    registry = Registry(settings.registry_dir)
+    live = registry.get(registry.active_version()) if registry.active_version() else None
+    candidate = ModelRuntime.load(bundle)
+    if live is not None and feature_names(live.manifest) != candidate.features:
+        raise Refused(f"refused: the model takes {candidate.features}; production's input "
+                      f"contract is {feature_names(live.manifest)}")
+    features, labels = _evaluation_rows(settings)
+    probabilities = candidate.score(features).probabilities
+    if not np.isfinite(probabilities).all():
+        raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
+    accuracy = metrics.accuracy(labels, probabilities >= candidate.threshold)
+    live_accuracy = None
+    if live is not None:
+        live_runtime = ModelRuntime.load(live.path)
+        live_accuracy = metrics.accuracy(labels, live_runtime.score(features).labels)
+        worse = live_accuracy - accuracy
+        if worse > config.tolerance:
+            message = (f"accuracy {accuracy:.4f} on this server's {len(labels)} evaluation rows "
+                       f"is {worse:.4f} below the live model's {live_accuracy:.4f} "
+                       f"(tolerance {config.tolerance})")
+            if "force-deploy" not in options:
+                raise Refused(f"refused: {message}; override with "
+                              "`git push -o force-deploy -o reason=...`")
+            say(f"forced despite: {message}")
+    return _Scores(accuracy, live_accuracy, len(labels))
+
+
+def _evaluation_rows(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """This server's evaluation rows: the default held-out split of its stored dataset."""
+    dataset = load_dataset(stored_dataset(settings.data_dir))
+    _, test_idx = stratified_split(dataset.labels, DEFAULT_TEST_FRACTION, DEFAULT_SEED)
+    return dataset.features[test_idx], dataset.labels[test_idx]
+
+
+def _record(path: Path, commit: str, options: dict[str, str], started: float) -> None:
+    """Note, beside the candidate, what post-receive reports and records."""
+    note = {"commit": commit, "received_at": started, "forced": "force-deploy" in options,
+            "reason": options.get("reason", ""), "pusher": os.environ.get("USER", "")}
+    path.write_text(json.dumps(note) + "\n")

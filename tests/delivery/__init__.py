@@ -1,0 +1,1 @@
+"""Delivery tests: git-over-SSH against real hosts made from network namespaces."""

@@ -1,0 +1,60 @@
+"""Model files to push: the seed models, and one broken copy per refusal the gate must make."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+LAST_KERNEL = "dense_3/dense_3/kernel:0"
+LAST_BIAS = "dense_3/dense_3/bias:0"
+
+
+def copy_seed(shared_data: Path, name: str, into: Path) -> None:
+    """Put a seed model's model.json and model.h5 into a checkout."""
+    for file in ("model.json", "model.h5"):
+        shutil.copyfile(shared_data / "seed-model" / name / file, into / file)
+
+
+def corrupt_h5(into: Path) -> None:
+    """Garbage in place of the weights file."""
+    (into / "model.h5").write_bytes(b"this is not HDF5" * 100)
+
+
+def wrong_input_size(into: Path) -> None:
+    """An architecture that takes 7 features, with weights cut to match."""
+    spec = json.loads((into / "model.json").read_text())
+    spec["config"]["layers"][0]["config"]["batch_input_shape"] = [None, 7]
+    (into / "model.json").write_text(json.dumps(spec))
+    with h5py.File(into / "model.h5", "r+") as weights:
+        kernel = weights["dense_1/dense_1/kernel:0"][...]
+        del weights["dense_1/dense_1/kernel:0"]
+        weights["dense_1/dense_1"].create_dataset("kernel:0", data=kernel[:7])
+
+
+def nan_weights(into: Path) -> None:
+    """NaN in the output layer: every output is NaN."""
+    with h5py.File(into / "model.h5", "r+") as weights:
+        weights[LAST_KERNEL][...] = np.nan
+
+
+def much_worse(into: Path) -> None:
+    """An output layer that says 'diabetes' for everybody: accuracy falls to ~0.35."""
+    with h5py.File(into / "model.h5", "r+") as weights:
+        weights[LAST_KERNEL][...] = 0.0
+        weights[LAST_BIAS][...] = 5.0
+
+
+def too_large(into: Path) -> None:
+    """A good model with 3 MB of ballast beside it."""
+    (into / "ballast.bin").write_bytes(np.random.default_rng(0).bytes(3 << 20))
+
+
+def no_model(into: Path) -> None:
+    """Only a README: nothing to deploy."""
+    for file in ("model.json", "model.h5"):
+        (into / file).unlink(missing_ok=True)
+    (into / "README").write_text("no model here\n")

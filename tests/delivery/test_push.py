@@ -1,0 +1,204 @@
+"""Delivery by `git push` with real git and a real serving stack: gated, atomic, recorded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from serving.conftest import prepare_home, version_of_seed
+from serving.stack_helpers import post_json, start_stack
+
+from delivery import pushes
+from modelserve.registry import Registry
+
+ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+GIT_ID = ["-c", "user.name=dev", "-c", "user.email=dev@example.org"]
+
+
+def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run git in a checkout; the push's `remote:` lines are in stderr."""
+    done = subprocess.run(["git", *GIT_ID, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, check=False)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory, shared_data: Path, pima_csv: Path):
+    """A production home (seed model live), delivery set up, and its serving stack running."""
+    home = tmp_path_factory.mktemp("production") / "home"
+    prepare_home(home, shared_data, pima_csv)
+    assert run_cli("models", "activate", version_of_seed(home, "production"),
+                   home=home).returncode == 0
+    stack = start_stack(home, "--workers", "2")
+    try:
+        stack.wait_ready(workers=2)
+        result = run_cli("delivery", "init", "--web-url", stack.url, home=home)
+        assert result.returncode == 0, result.stderr
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def checkout(production, tmp_path: Path) -> Path:
+    """A development clone of the production repository."""
+    repo = production.home / "delivery" / "models.git"
+    subprocess.run(["git", "clone", "-q", str(repo), str(tmp_path / "dev")], check=True,
+                   capture_output=True)
+    return tmp_path / "dev"
+
+
+def commit_and_push(checkout: Path, message: str, *options: str,
+                    branch: str = "master") -> subprocess.CompletedProcess:
+    """Commit everything in the checkout and push it."""
+    git("add", "-A", cwd=checkout)
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=checkout)
+    push_options = [arg for option in options for arg in ("-o", option)]
+    return git("push", *push_options, "origin", f"HEAD:{branch}", cwd=checkout, check=False)
+
+
+def registry_state(home: Path) -> tuple[str | None, list[str], int]:
+    """Active version, stored versions and history length: what a refusal must not change."""
+    registry = Registry(home / "registry")
+    return (registry.active_version(), sorted(v.version for v in registry.list_versions()),
+            len(registry.history()))
+
+
+def test_init_is_idempotent_and_hooks_are_shims(production):
+    """A second init changes nothing; hooks hand over to the package."""
+    again = run_cli("delivery", "init", "--web-url", production.url, home=production.home)
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    hook = (production.home / "delivery" / "models.git" / "hooks" / "pre-receive").read_text()
+    assert "-m modelserve delivery pre-receive" in hook and len(hook.splitlines()) <= 3
+
+
+class Load:
+    """Requests sent throughout a push; which versions answered, and any failure."""
+
+    def __init__(self, url: str):
+        self.url, self.versions, self.failures = url, Counter(), []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        """Send predictions until stopped."""
+        while not self._stop.is_set():
+            answer = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]})
+            if answer.status == 200:
+                self.versions[answer.json()["model_version"]] += 1
+            else:
+                self.failures.append(f"{answer.status} {answer.body[:120]!r}")
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.mark.slow
+def test_a_good_push_goes_live_under_load_with_no_failed_request(production, checkout,
+                                                                   shared_data):
+    """The development seed model (better) is pushed: it is served, nothing fails."""
+    before = registry_state(production.home)[0]
+    pushes.copy_seed(shared_data, "development", checkout)
+    with Load(production.url) as load:
+        started = time.monotonic()
+        result = commit_and_push(checkout, "better model")
+        elapsed = time.monotonic() - started
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr
+    assert "accepted" in result.stderr and "push -> live in" in result.stderr, result.stderr
+    live = registry_state(production.home)[0]
+    assert live != before
+    assert not load.failures, load.failures[:5]
+    assert set(load.versions) == {before, live}, load.versions
+    assert post_json(f"{production.url}/api/v1/predict", {"rows": [ROW]}).json()[
+        "model_version"] == live
+    history = Registry(production.home / "registry").history()[-1]
+    assert history["action"] == "activate" and history["source"].startswith("git push ")
+    print(f"push -> live, measured by the pusher: {elapsed:.1f} s")
+
+
+BAD_PUSHES = [
+    (pushes.corrupt_h5, "cannot be converted"),
+    (pushes.wrong_input_size, "cannot be converted"),
+    (pushes.nan_weights, "NaN"),
+    (pushes.much_worse, "below the live model's"),
+    (pushes.no_model, "no model in the push"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("breaker", "words"), BAD_PUSHES,
+                         ids=[breaker.__name__ for breaker, _ in BAD_PUSHES])
+def test_a_bad_push_is_refused_and_changes_nothing(production, checkout, shared_data,
+                                                   breaker, words):
+    """Each bad model: one `remote:` line saying why; registry and answers unchanged."""
+    pushes.copy_seed(shared_data, "production", checkout)
+    breaker(checkout)
+    state = registry_state(production.home)
+    with Load(production.url) as load:
+        result = commit_and_push(checkout, f"bad: {breaker.__name__}")
+    assert result.returncode != 0
+    refusal = [line for line in result.stderr.splitlines() if "refused" in line]
+    assert refusal and words in refusal[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert registry_state(production.home) == state
+    assert not load.failures and set(load.versions) == {state[0]}, load.versions
+    assert "pre-receive hook declined" in result.stderr
+
+
+@pytest.mark.slow
+def test_too_large_a_push_is_refused(production, checkout, shared_data):
+    """Over the configured size limit: refused before anything is extracted."""
+    home = production.home
+    assert run_cli("delivery", "init", "--web-url", production.url, "--max-mb", "1",
+                   home=home).returncode == 0
+    try:
+        pushes.copy_seed(shared_data, "production", checkout)
+        pushes.too_large(checkout)
+        state = registry_state(home)
+        result = commit_and_push(checkout, "ballast")
+    finally:
+        run_cli("delivery", "init", "--web-url", production.url, home=home)
+    assert result.returncode != 0 and "byte limit" in result.stderr, result.stderr
+    assert registry_state(home) == state
+
+
+@pytest.mark.slow
+def test_other_branches_are_stored_not_deployed(production, checkout, shared_data):
+    """A push to another branch is kept in the repository and says it was not deployed."""
+    pushes.copy_seed(shared_data, "development", checkout)
+    state = registry_state(production.home)
+    result = commit_and_push(checkout, "experiment", branch="experiment")
+    assert result.returncode == 0 and "stored, not deployed" in result.stderr, result.stderr
+    assert registry_state(production.home) == state
+
+
+@pytest.mark.slow
+def test_force_deploy_overrides_the_accuracy_gate_and_is_recorded(production, checkout,
+                                                                  shared_data):
+    """`-o force-deploy -o reason=...` lets a worse model through, on the record; rollback."""
+    pushes.copy_seed(shared_data, "production", checkout)
+    pushes.much_worse(checkout)
+    before = registry_state(production.home)[0]
+    result = commit_and_push(checkout, "forced", "force-deploy", "reason=incident 42")
+    assert result.returncode == 0, result.stderr
+    assert "forced despite" in result.stderr
+    event = Registry(production.home / "registry").history()[-1]
+    assert event["reason"] == "force-deploy: incident 42"
+    rolled = run_cli("models", "rollback", "--reason", "undo forced push", home=production.home)
+    assert rolled.returncode == 0, rolled.stderr
+    assert registry_state(production.home)[0] == before
+    assert os.path.isdir(production.home / "delivery" / "models.git")
