@@ -6,10 +6,12 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
 from modelserve.config import Settings
+from modelserve.delivery import access
 from modelserve.delivery.activate import post_receive
 from modelserve.delivery.config import DeliveryConfig, delivery_dir, load_config, repository
 from modelserve.delivery.gate import pre_receive, push_options, read_updates
@@ -81,3 +83,24 @@ def post_receive_hook(settings: Settings) -> None:
     """Entry point of the post-receive hook."""
     updates = read_updates(sys.stdin.read())
     _hook(settings, lambda: post_receive(settings, load_config(settings), updates, click.echo))
+
+
+@delivery.command()
+@click.argument("public_key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ssh-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path.home() / ".ssh", show_default="~/.ssh",
+              help="Where the deploy account's authorized_keys is.")
+@click.pass_obj
+def authorize(settings: Settings, public_key_file: Path, ssh_dir: Path) -> None:
+    """Let a development server's key push models here (and do nothing else)."""
+    changed = access.authorize(public_key_file.read_text().strip(), settings.home, ssh_dir)
+    click.echo(f"{'authorized' if changed else 'already authorized'}: {public_key_file.name} "
+               f"may push to {repository(settings)}")
+
+
+@delivery.command("serve-git", hidden=True)
+@click.pass_obj
+def serve_git(settings: Settings) -> None:
+    """The deploy key's forced command: run git-receive-pack/upload-pack on our repository."""
+    argv = access.git_command_for(os.environ.get("SSH_ORIGINAL_COMMAND"), repository(settings))
+    os.execvp(argv[0], argv)  # noqa: S606 (fixed program names, checked path)
