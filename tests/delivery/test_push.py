@@ -3,73 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from serving.conftest import prepare_home, version_of_seed
-from serving.stack_helpers import post_json, start_stack
+from serving.stack_helpers import post_json
 
 from delivery import pushes
+from delivery.gitops import ROW, Load, commit_and_push, registry_state
 from modelserve.registry import Registry
-
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
-GIT_ID = ["-c", "user.name=dev", "-c", "user.email=dev@example.org"]
-
-
-def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run git in a checkout; the push's `remote:` lines are in stderr."""
-    done = subprocess.run(["git", *GIT_ID, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, check=False)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
-
-
-@pytest.fixture(scope="module")
-def production(tmp_path_factory, shared_data: Path, pima_csv: Path):
-    """A production home (seed model live), delivery set up, and its serving stack running."""
-    home = tmp_path_factory.mktemp("production") / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"),
-                   home=home).returncode == 0
-    stack = start_stack(home, "--workers", "2")
-    try:
-        stack.wait_ready(workers=2)
-        result = run_cli("delivery", "init", "--web-url", stack.url, home=home)
-        assert result.returncode == 0, result.stderr
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture
-def checkout(production, tmp_path: Path) -> Path:
-    """A development clone of the production repository."""
-    repo = production.home / "delivery" / "models.git"
-    subprocess.run(["git", "clone", "-q", str(repo), str(tmp_path / "dev")], check=True,
-                   capture_output=True)
-    return tmp_path / "dev"
-
-
-def commit_and_push(checkout: Path, message: str, *options: str,
-                    branch: str = "master") -> subprocess.CompletedProcess:
-    """Commit everything in the checkout and push it."""
-    git("add", "-A", cwd=checkout)
-    git("commit", "-q", "--allow-empty", "-m", message, cwd=checkout)
-    push_options = [arg for option in options for arg in ("-o", option)]
-    return git("push", *push_options, "origin", f"HEAD:{branch}", cwd=checkout, check=False)
-
-
-def registry_state(home: Path) -> tuple[str | None, list[str], int]:
-    """Active version, stored versions and history length: what a refusal must not change."""
-    registry = Registry(home / "registry")
-    return (registry.active_version(), sorted(v.version for v in registry.list_versions()),
-            len(registry.history()))
 
 
 def test_init_is_idempotent_and_hooks_are_shims(production):
@@ -78,32 +20,6 @@ def test_init_is_idempotent_and_hooks_are_shims(production):
     assert again.returncode == 0 and "unchanged" in again.stdout
     hook = (production.home / "delivery" / "models.git" / "hooks" / "pre-receive").read_text()
     assert "-m modelserve delivery pre-receive" in hook and len(hook.splitlines()) <= 3
-
-
-class Load:
-    """Requests sent throughout a push; which versions answered, and any failure."""
-
-    def __init__(self, url: str):
-        self.url, self.versions, self.failures = url, Counter(), []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        """Send predictions until stopped."""
-        while not self._stop.is_set():
-            answer = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]})
-            if answer.status == 200:
-                self.versions[answer.json()["model_version"]] += 1
-            else:
-                self.failures.append(f"{answer.status} {answer.body[:120]!r}")
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 @pytest.mark.slow

@@ -86,11 +86,12 @@ class RunningStack:
     process: subprocess.Popen
     log_path: Path
     env: dict[str, str] = field(repr=False)
+    address: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """The web app's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def log(self) -> str:
         """Everything the stack printed so far."""
@@ -132,18 +133,22 @@ class RunningStack:
             raise AssertionError(f"modelserve up did not stop:\n{self.log()}") from None
 
 
-def start_stack(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningStack:
-    """Start `modelserve up` on free ports with its own MODELSERVE_HOME."""
+def start_stack(home: Path, *args: str, env: dict[str, str] | None = None,
+                prefix: tuple[str, ...] = (), address: str = "127.0.0.1") -> RunningStack:
+    """Start `modelserve up` on free ports with its own MODELSERVE_HOME.
+
+    prefix runs it elsewhere (`ip netns exec NAME`); address is where tests then reach it.
+    """
     port, broker_port = free_port(), free_broker_port()
     full_env = dict(os.environ, MODELSERVE_HOME=str(home), **(env or {}))
     log_path = home.parent / f"up-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "modelserve", "up", "--port", str(port),
+            [*prefix, sys.executable, "-m", "modelserve", "up", "--port", str(port),
              "--broker-port", str(broker_port), *args],
             env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    return RunningStack(home, port, broker_port, process, log_path, full_env)
+    return RunningStack(home, port, broker_port, process, log_path, full_env, address)
 
 
 def _descendants(pid: int) -> list[int]:

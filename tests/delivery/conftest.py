@@ -1,0 +1,37 @@
+"""The production side of the delivery tests: a home, delivery set up, a live stack."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from serving.conftest import prepare_home, version_of_seed
+from serving.stack_helpers import start_stack
+
+
+@pytest.fixture(scope="session")
+def production(tmp_path_factory, shared_data: Path, pima_csv: Path):
+    """A production home (seed model live), delivery set up, and its serving stack running."""
+    home = tmp_path_factory.mktemp("production") / "home"
+    prepare_home(home, shared_data, pima_csv)
+    assert run_cli("models", "activate", version_of_seed(home, "production"),
+                   home=home).returncode == 0
+    stack = start_stack(home, "--workers", "2")
+    try:
+        stack.wait_ready(workers=2)
+        result = run_cli("delivery", "init", "--web-url", stack.url, home=home)
+        assert result.returncode == 0, result.stderr
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def checkout(production, tmp_path: Path) -> Path:
+    """A development clone of the production repository."""
+    repo = production.home / "delivery" / "models.git"
+    subprocess.run(["git", "clone", "-q", str(repo), str(tmp_path / "dev")], check=True,
+                   capture_output=True)
+    return tmp_path / "dev"

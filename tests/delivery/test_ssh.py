@@ -1,0 +1,90 @@
+"""End to end over SSH: a development checkout pushes to production's sshd in a namespace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from serving.conftest import prepare_home, version_of_seed
+from serving.stack_helpers import start_stack
+
+from delivery import pushes
+from delivery.gitops import Load, commit_and_push, git, registry_state
+from delivery.hosts import NetnsHost, generate_key
+
+
+def _authorize(home: Path, key: Path, keys_dir: Path) -> Path:
+    """Authorize a development key with `modelserve delivery authorize` (twice: idempotent)."""
+    result = run_cli("delivery", "authorize", f"{key}.pub", "--ssh-dir", keys_dir, home=home)
+    assert result.returncode == 0 and "authorized" in result.stdout, result.stderr
+    again = run_cli("delivery", "authorize", f"{key}.pub", "--ssh-dir", keys_dir, home=home)
+    assert "already authorized" in again.stdout
+    return keys_dir / "authorized_keys"
+
+
+def _new_key(directory: Path) -> Path:
+    """A fresh client key pair; returns the private key."""
+    directory.mkdir(mode=0o700)
+    return generate_key(directory)
+
+
+@pytest.fixture
+def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
+    """Production as a host: its sshd and its serving stack in one namespace; a dev key."""
+    home = tmp_path / "production" / "home"
+    prepare_home(home, shared_data, pima_csv)
+    assert run_cli("models", "activate", version_of_seed(home, "production"),
+                   home=home).returncode == 0
+    key = _new_key(tmp_path / "dev-ssh")
+    keys_file = _authorize(home, key, tmp_path / "production-ssh")
+    with NetnsHost(root_keys=keys_file) as host:
+        stack = start_stack(home, "--workers", "2", "--host", "0.0.0.0",  # noqa: S104 (ns only)
+                            prefix=("ip", "netns", "exec", host.name), address=host.address)
+        try:
+            stack.wait_ready(workers=2)
+            # The hooks run on the host, beside the stack: they reach it on its loopback.
+            init = run_cli("delivery", "init", "--web-url", f"http://127.0.0.1:{stack.port}",
+                           home=home)
+            assert init.returncode == 0, init.stderr
+            yield host, stack, key
+        finally:
+            stack.stop()
+
+
+@pytest.mark.slow
+def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host,
+                                                                   shared_data, tmp_path):
+    """Refused and accepted pushes over real SSH; the key gets no shell and no other path."""
+    host, stack, key = production_host
+    production_version = registry_state(stack.home)[0]
+    repo = stack.home / "delivery" / "models.git"
+    client = host.client(key)
+    checkout = tmp_path / "dev"
+    cloned = client.git("clone", "-q", f"root@{host.address}:{repo}", str(checkout))
+    assert cloned.returncode == 0, cloned.stderr
+    env = client.git_env()
+
+    pushes.copy_seed(shared_data, "production", checkout)
+    pushes.nan_weights(checkout)
+    state = registry_state(stack.home)
+    refused = commit_and_push(checkout, "nan", env=env)
+    assert refused.returncode != 0 and "NaN" in refused.stderr, refused.stderr
+    assert registry_state(stack.home) == state
+
+    pushes.copy_seed(shared_data, "development", checkout)
+    with Load(stack.url) as load:
+        accepted = commit_and_push(checkout, "development model", env=env)
+    assert accepted.returncode == 0 and "push -> live in" in accepted.stderr, accepted.stderr
+    live = registry_state(stack.home)[0]
+    assert live != production_version
+    assert not load.failures and set(load.versions) == {production_version, live}, load.versions
+
+    shell = client.ssh(f"root@{host.address}")
+    assert shell.returncode != 0 and "can only push to and fetch" in shell.stderr
+    command = client.ssh(f"root@{host.address}", "cat", "/etc/shadow")
+    assert command.returncode != 0 and "root:" not in command.stdout
+    assert client.git("ls-remote", f"root@{host.address}:/etc").returncode != 0
+    assert git("fetch", "-q", "origin", cwd=checkout, env=env).returncode == 0
+    stranger = host.client(_new_key(tmp_path / "stranger"))
+    assert stranger.git("ls-remote", f"root@{host.address}:{repo}").returncode != 0
