@@ -165,7 +165,8 @@ def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
         try:
             import_legacy(tree / "model.json", tree / "model.h5", dataset, out)
         except UserError as error:
-            raise Refused(f"refused: the legacy model cannot be converted: {error}") from None
+            message = str(error).replace(f"{tree}/", "")  # the pusher's names, not our scratch
+            raise Refused(f"refused: the legacy model cannot be converted: {message}") from None
         return out
     raise Refused("refused: no model in the push: expected model.keras + manifest.json, or "
                   "model.json + model.h5")
