@@ -27,7 +27,7 @@ from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names
-from modelserve.model.check import check_bundle_isolated
+from modelserve.model.check import check_bundle, check_bundle_isolated
 from modelserve.model.dataset import load_dataset, stored_dataset, stratified_split
 from modelserve.model.legacy import DEFAULT_SEED, DEFAULT_TEST_FRACTION, import_legacy
 from modelserve.model.runtime import ModelRuntime
@@ -109,8 +109,8 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
     scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=_ensure(pending.parent)))
     try:
         tree = _materialize(commit, config, scratch / "tree")
-        bundle = _candidate_bundle(settings, tree, scratch / "bundle")
-        report = _check(bundle)
+        bundle, converted_here = _candidate_bundle(settings, tree, scratch / "bundle")
+        report = _check(bundle, converted_here)
         verdict = _compare(settings, config, bundle, report, options, say)
         _record(scratch / NOTE_FILE, commit, options, started)
         shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
@@ -153,13 +153,13 @@ def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
     return out / folder if folder else out
 
 
-def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
-    """Find a bundle or a legacy pair in the tree; convert a legacy pair into a bundle."""
+def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, bool]:
+    """Find a bundle or a legacy pair; convert a pair. True when we wrote the model file."""
     if (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file():
         out.mkdir()
         for name in (MODEL_FILE, MANIFEST_FILE):
             shutil.copy2(tree / name, out / name)
-        return out
+        return out, False
     if (tree / "model.json").is_file() and (tree / "model.h5").is_file():
         dataset = load_dataset(stored_dataset(settings.data_dir))
         try:
@@ -167,14 +167,20 @@ def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
         except UserError as error:
             message = str(error).replace(f"{tree}/", "")  # the pusher's names, not our scratch
             raise Refused(f"refused: the legacy model cannot be converted: {message}") from None
-        return out
+        return out, True
     raise Refused("refused: no model in the push: expected model.keras + manifest.json, or "
                   "model.json + model.h5")
 
 
-def _check(bundle: Path) -> dict:
-    """Load and run the model in a clean process; derive its scoring plan."""
+def _check(bundle: Path, converted_here: bool) -> dict:
+    """Load and run the model, derive its scoring plan; a pushed model file in a clean process.
+
+    A converted legacy pair was parsed by our own readers and written by us: checking it here,
+    where Keras is already imported, saves a second TensorFlow start (~5 s) on every push.
+    """
     try:
+        if converted_here:
+            return check_bundle(bundle, plan_out=bundle / PLAN_FILE)
         return check_bundle_isolated(bundle, plan_out=bundle / PLAN_FILE)
     except UserError as error:
         message = str(error).replace(str(bundle), "the pushed model")
