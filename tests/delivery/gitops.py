@@ -26,12 +26,13 @@ def git(*args: str, cwd: Path, check: bool = True,
 
 
 def commit_and_push(checkout: Path, message: str, *options: str, branch: str = "master",
-                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                    env: dict[str, str] | None = None,
+                    remote: str = "origin") -> subprocess.CompletedProcess:
     """Commit everything in the checkout and push it."""
     git("add", "-A", cwd=checkout)
     git("commit", "-q", "--allow-empty", "-m", message, cwd=checkout)
     push_options = [arg for option in options for arg in ("-o", option)]
-    return git("push", *push_options, "origin", f"HEAD:{branch}", cwd=checkout, check=False,
+    return git("push", *push_options, remote, f"HEAD:{branch}", cwd=checkout, check=False,
                env=env)
 
 

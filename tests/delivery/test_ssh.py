@@ -29,6 +29,15 @@ def _new_key(directory: Path) -> Path:
     return generate_key(directory)
 
 
+def _deploy_key(directory: Path, home: Path) -> Path:
+    """The development server's key, made by `modelserve delivery key`."""
+    key = directory / "modelserve_deploy"
+    made = run_cli("delivery", "key", "--path", key, home=home)
+    assert made.returncode == 0 and "created key" in made.stdout, made.stderr
+    assert "existing key" in run_cli("delivery", "key", "--path", key, home=home).stdout
+    return key
+
+
 @pytest.fixture
 def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
     """Production as a host: its sshd and its serving stack in one namespace; a dev key."""
@@ -36,7 +45,7 @@ def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
     prepare_home(home, shared_data, pima_csv)
     assert run_cli("models", "activate", version_of_seed(home, "production"),
                    home=home).returncode == 0
-    key = _new_key(tmp_path / "dev-ssh")
+    key = _deploy_key(tmp_path / "dev-ssh", tmp_path / "dev-home")
     keys_file = _authorize(home, key, tmp_path / "production-ssh")
     with NetnsHost(root_keys=keys_file) as host:
         stack = start_stack(home, "--workers", "2", "--host", "0.0.0.0",  # noqa: S104 (ns only)
@@ -63,18 +72,22 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     checkout = tmp_path / "dev"
     cloned = client.git("clone", "-q", f"root@{host.address}:{repo}", str(checkout))
     assert cloned.returncode == 0, cloned.stderr
-    env = client.git_env()
+    added = run_cli("delivery", "remote", "add", "production", f"root@{host.address}",
+                    "--repo", repo, "--key", key, "--checkout", checkout, home=tmp_path)
+    assert added.returncode == 0 and "added: remote production" in added.stdout, added.stderr
+    env = client.git_env()  # the test host's known_hosts; the key is the same
 
     pushes.copy_seed(shared_data, "production", checkout)
     pushes.nan_weights(checkout)
     state = registry_state(stack.home)
-    refused = commit_and_push(checkout, "nan", env=env)
+    refused = commit_and_push(checkout, "nan", env=env, remote="production")
     assert refused.returncode != 0 and "NaN" in refused.stderr, refused.stderr
     assert registry_state(stack.home) == state
 
     pushes.copy_seed(shared_data, "development", checkout)
     with Load(stack.url) as load:
-        accepted = commit_and_push(checkout, "development model", env=env)
+        accepted = commit_and_push(checkout, "development model", env=env,
+                                   remote="production")
     assert accepted.returncode == 0 and "push -> live in" in accepted.stderr, accepted.stderr
     live = registry_state(stack.home)[0]
     assert live != production_version

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from modelserve.config import Settings
-from modelserve.delivery import access
+from modelserve.delivery import access, remote
 from modelserve.delivery.activate import post_receive
 from modelserve.delivery.config import DeliveryConfig, delivery_dir, load_config, repository
 from modelserve.delivery.gate import pre_receive, push_options, read_updates
@@ -104,3 +104,34 @@ def serve_git(settings: Settings) -> None:
     """The deploy key's forced command: run git-receive-pack/upload-pack on our repository."""
     argv = access.git_command_for(os.environ.get("SSH_ORIGINAL_COMMAND"), repository(settings))
     os.execvp(argv[0], argv)  # noqa: S606 (fixed program names, checked path)
+
+
+@delivery.command()
+@click.option("--path", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path.home() / ".ssh" / "modelserve_deploy", show_default="~/.ssh/...")
+def key(key_path: Path) -> None:
+    """Create this development server's deploy key (once) and show what to do with it."""
+    public, created = remote.ensure_key(key_path)
+    click.echo(f"{'created' if created else 'existing'} key: {public}")
+    click.echo(public.read_text().strip())
+    click.echo(f"on the production server: modelserve delivery authorize {public.name}")
+
+
+@delivery.group("remote")
+def remote_group() -> None:
+    """Git remotes that deliver to a production server."""
+
+
+@remote_group.command("add")
+@click.argument("name")
+@click.argument("destination", metavar="USER@HOST")
+@click.option("--repo", default=remote.DEFAULT_REMOTE_REPO, show_default=True,
+              help="The repository's path on the production server.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path.home() / ".ssh" / "modelserve_deploy", show_default="~/.ssh/...")
+@click.option("--checkout", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default="the current directory")
+def remote_add(name: str, destination: str, repo: str, key_path: Path, checkout: Path) -> None:
+    """Add (or update) remote NAME of a checkout, pushing with the deploy key."""
+    remote.ensure_key(key_path)
+    click.echo(remote.add_remote(checkout, name, destination, repo, key_path))
