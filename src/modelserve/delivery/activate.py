@@ -46,8 +46,8 @@ def post_receive(settings: Settings, config: DeliveryConfig, updates: list[Updat
 def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say) -> str:
     """Register and activate a checked candidate, then wait for the workers to serve it."""
     note = json.loads((pending / NOTE_FILE).read_text())
-    # The gate checked these very files in a clean process and derived their plan (which
-    # names the model file's sha256): reuse it rather than import TensorFlow a third time.
+    # The gate checked these very files and derived their plan (which names the model file's
+    # sha256): reuse it rather than start TensorFlow once more for the registry's check.
     gate_plan = pending / "bundle" / PLAN_FILE
     registry = Registry(settings.registry_dir,
                         checker=lambda staged: shutil.copyfile(gate_plan, staged / PLAN_FILE))

@@ -110,8 +110,8 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
     try:
         tree = _materialize(commit, config, scratch / "tree")
         bundle, converted_here = _candidate_bundle(settings, tree, scratch / "bundle")
-        report = _check(bundle, converted_here)
-        verdict = _compare(settings, config, bundle, report, options, say)
+        _check(bundle, converted_here)
+        verdict = _compare(settings, config, bundle, options, say)
         _record(scratch / NOTE_FILE, commit, options, started)
         shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
         shutil.rmtree(pending, ignore_errors=True)
@@ -196,7 +196,7 @@ class _Scores:
     rows: int
 
 
-def _compare(settings: Settings, config: DeliveryConfig, bundle: Path, report: dict,
+def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
              options: dict[str, str], say: Say) -> _Scores:
     """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
     registry = Registry(settings.registry_dir)
