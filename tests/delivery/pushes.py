@@ -58,3 +58,21 @@ def no_model(into: Path) -> None:
     for file in ("model.json", "model.h5"):
         (into / file).unlink(missing_ok=True)
     (into / "README").write_text("no model here\n")
+
+
+def copy_bundle(bundle: Path, into: Path) -> None:
+    """Put a Keras 3 bundle (model.keras + manifest.json) into a checkout."""
+    for file in ("model.json", "model.h5"):
+        (into / file).unlink(missing_ok=True)
+    for file in ("model.keras", "manifest.json"):
+        shutil.copyfile(bundle / file, into / file)
+
+
+def renamed_feature(into: Path) -> None:
+    """A consistent bundle whose contract calls `age` `years`: not production's contract."""
+    from modelserve.model.bundle import read_manifest, write_manifest
+
+    manifest = read_manifest(into)
+    manifest["input"]["features"][-1]["name"] = "years"
+    manifest.pop("version", None)
+    write_manifest(into, manifest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -118,3 +119,24 @@ def test_force_deploy_overrides_the_accuracy_gate_and_is_recorded(production, ch
     assert rolled.returncode == 0, rolled.stderr
     assert registry_state(production.home)[0] == before
     assert os.path.isdir(production.home / "delivery" / "models.git")
+
+
+@pytest.mark.slow
+def test_a_keras_bundle_push_is_checked_and_a_foreign_contract_refused(production, checkout,
+                                                                        trained_bundle):
+    """A bundle goes through the clean-process check; a renamed feature is refused."""
+    pushes.copy_bundle(trained_bundle, checkout)
+    pushes.renamed_feature(checkout)
+    state = registry_state(production.home)
+    refused = commit_and_push(checkout, "foreign contract")
+    assert refused.returncode != 0 and "production's input contract" in refused.stderr, (
+        refused.stderr)
+    assert registry_state(production.home) == state
+    pushes.copy_bundle(trained_bundle, checkout)
+    accepted = commit_and_push(checkout, "bundle", "force-deploy", "reason=bundle path test")
+    assert accepted.returncode == 0 and "push -> live in" in accepted.stderr, accepted.stderr
+    live = registry_state(production.home)[0]
+    assert live == json.loads((trained_bundle / "manifest.json").read_text())["version"]
+    print(next(line for line in accepted.stderr.splitlines() if "push -> live" in line))
+    rolled = run_cli("models", "rollback", "--reason", "bundle test done", home=production.home)
+    assert rolled.returncode == 0 and registry_state(production.home)[0] == state[0]
