@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import socket
@@ -35,6 +34,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from modelserve.stack.ports import port_is_free
+from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "bench" / "serve"
@@ -167,30 +169,11 @@ def raise_on_sigterm() -> None:
 # ---------------------------------------------------------------- ports and HTTP
 
 
-def port_is_free(port: int) -> bool:
-    """Tell whether a loopback port can be bound now."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     """Return a loopback port the kernel says is free."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def free_broker_port() -> int:
-    """Return a port whose broker companions (+19000 epmd, +20000 distribution) are free too."""
-    for _ in range(200):
-        port = random.randint(21000, 39000)  # noqa: S311 (not security)
-        if all(port_is_free(p) for p in (port, port + 19000, port + 20000)):
-            return port
-    raise BenchError("found no free port for a RabbitMQ node")
 
 
 def http(url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -369,8 +352,6 @@ def start_bentoml(ctx: Context) -> tuple[str, str]:
 
 def start_broker(ctx: Context) -> str:
     """Start a private RabbitMQ node for the original design and return its AMQP URL."""
-    from modelserve.stack.rabbitmq import BrokerNode
-
     node = BrokerNode(base=WORK / "original-rabbitmq", port=free_broker_port())
     entry = ctx.procs.adopt("rabbitmq", node.start(), stop=node.stop)
     wait_for_port(node.port, entry, 90)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -15,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelserve.stack.rabbitmq import free_broker_port
+
 STARTUP_SECONDS = 90
 
 
@@ -23,26 +24,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def free_broker_port() -> int:
-    """A broker port whose Erlang companions (port+19000, port+20000) are free too."""
-    for _ in range(200):
-        port = random.randint(20000, 45000)  # noqa: S311 (not security related)
-        if all(is_free(p) for p in (port, port + 19000, port + 20000)):
-            return port
-    raise RuntimeError("no free broker port found")
-
-
-def is_free(port: int) -> bool:
-    """Tell whether a loopback port can be bound."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

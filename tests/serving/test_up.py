@@ -14,9 +14,9 @@ from cli_helpers import assert_user_error, run_cli
 from click.testing import CliRunner
 
 from modelserve.cli import main
-from modelserve.stack.ports import wait_for_port
+from modelserve.stack.ports import port_is_free, wait_for_port
 from serving.conftest import as_json, prepare_home, version_of_seed
-from serving.stack_helpers import alive, free_port, http, is_free, post_json, start_stack
+from serving.stack_helpers import alive, free_port, http, post_json, start_stack
 
 
 @pytest.mark.slow
@@ -40,7 +40,7 @@ def test_up_serves_then_ctrl_c_stops_everything(tmp_path: Path, shared_data, pim
     assert not [pid for pid in children if alive(pid)]
     for port in (stack.port, stack.broker_port, stack.broker_port + 19000,
                  stack.broker_port + 20000):
-        assert is_free(port), f"port {port} still taken"
+        assert port_is_free(port), f"port {port} still taken"
 
 
 @pytest.mark.slow

@@ -13,14 +13,21 @@ class PortError(UserError):
     """A port is taken, or nothing answers on it."""
 
 
-def ensure_port_free(port: int, owner: str, host: str = "127.0.0.1") -> None:
-    """Refuse to start when a port is taken, naming what wanted it."""
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether a server could bind the port now (a TIME_WAIT leftover does not count)."""
     with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
         try:
             probe.bind((host, port))
         except OSError:
-            raise PortError(f"port {port} ({owner}) is already in use on {host}") from None
+            return False
+    return True
+
+
+def ensure_port_free(port: int, owner: str, host: str = "127.0.0.1") -> None:
+    """Refuse to start when a port is taken, naming what wanted it."""
+    if not port_is_free(port, host):
+        raise PortError(f"port {port} ({owner}) is already in use on {host}")
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -15,10 +16,11 @@ from urllib.parse import quote
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text
 from modelserve.stack.children import signal_group
-from modelserve.stack.ports import ensure_port_free, wait_for_port
+from modelserve.stack.ports import ensure_port_free, port_is_free, wait_for_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 USER = "modelserve"
+EPMD_OFFSET, DIST_OFFSET = 19000, 20000
 
 
 class BrokerError(UserError):
@@ -36,12 +38,16 @@ class BrokerNode:
     @property
     def dist_port(self) -> int:
         """Erlang distribution port (node-to-tool traffic)."""
-        return self.port + 20000
+        return self.port + DIST_OFFSET
 
     @property
     def epmd_port(self) -> int:
         """A private Erlang port mapper, so stopping the node stops it too."""
-        return self.port + 19000
+        return self.port + EPMD_OFFSET
+
+    def ports(self) -> tuple[int, int, int]:
+        """Every port the node listens on."""
+        return self.port, self.dist_port, self.epmd_port
 
     @property
     def nodename(self) -> str:
@@ -145,3 +151,12 @@ class BrokerNode:
 def _epmd() -> str:
     """The epmd binary (on Debian it is not on PATH)."""
     return shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+
+
+def free_broker_port(low: int = 20000, high: int = 45000) -> int:
+    """A node port that is free, with its Erlang companion ports free too (tests, benchmarks)."""
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 (choosing a port, not a secret)
+        if all(port_is_free(p) for p in BrokerNode(Path(), port).ports()):
+            return port
+    raise BrokerError(f"no free port between {low} and {high} for a RabbitMQ node")
