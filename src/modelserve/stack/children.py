@@ -17,7 +17,6 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
-    restart: bool = False
     process: subprocess.Popen | None = field(default=None, repr=False)
     restarts: int = 0
 
@@ -39,13 +38,8 @@ class Child:
 
     def wait_or_kill(self, deadline: float) -> None:
         """Wait for the process until a monotonic deadline, then kill its group."""
-        if self.process is None:
-            return
-        try:
-            self.process.wait(max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        if self.process is not None:
+            wait_or_kill(self.process, max(deadline - time.monotonic(), 0.01))
 
 
 def stop_all(children: list[Child], timeout: float = 10.0) -> None:
@@ -55,6 +49,15 @@ def stop_all(children: list[Child], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for child in children:
         child.wait_or_kill(deadline)
+
+
+def wait_or_kill(process: subprocess.Popen, grace: float) -> None:
+    """Wait for a process up to `grace` seconds, then kill its whole group."""
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        process.wait(5)
 
 
 def signal_group(pid: int, sig: int) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text
-from modelserve.stack.children import signal_group
+from modelserve.stack.children import signal_group, wait_or_kill
 from modelserve.stack.ports import ensure_port_free, port_is_free, wait_for_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -68,28 +68,20 @@ class BrokerNode:
         shutil.rmtree(self.base / "mnesia", ignore_errors=True)
         creds = {"user": USER, "password": secrets.token_urlsafe(24)}
         self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        old_umask = os.umask(0o077)
-        try:
-            atomic_write_text(path, json.dumps(creds) + "\n")
-        finally:
-            os.umask(old_umask)
+        _write_private(path, json.dumps(creds) + "\n")
         return creds
 
     def _write_config(self) -> Path:
         """Write rabbitmq.conf: loopback listener, our user as the default, no guest."""
         creds = self.credentials()
         config = self.base / "rabbitmq.conf"
-        old_umask = os.umask(0o077)
-        try:
-            atomic_write_text(
-                config,
-                f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
-                f"default_user = {creds['user']}\n"
-                f"default_pass = {creds['password']}\n"
-                "loopback_users = none\n",
-            )
-        finally:
-            os.umask(old_umask)
+        _write_private(
+            config,
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            f"default_user = {creds['user']}\n"
+            f"default_pass = {creds['password']}\n"
+            "loopback_users = none\n",
+        )
         return config
 
     def environment(self) -> dict[str, str]:
@@ -140,12 +132,17 @@ class BrokerNode:
             if child is None:
                 continue
             signal_group(child.pid, signal.SIGTERM)
-            try:
-                child.wait(grace)
-            except subprocess.TimeoutExpired:
-                signal_group(child.pid, signal.SIGKILL)
-                child.wait(5)
+            wait_or_kill(child, grace)
         self.epmd = None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the broker's password)."""
+    old_umask = os.umask(0o077)
+    try:
+        atomic_write_text(path, text)
+    finally:
+        os.umask(old_umask)
 
 
 def _epmd() -> str:

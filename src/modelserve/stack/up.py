@@ -83,8 +83,7 @@ class Stack:
             return
         self.broker = BrokerNode(self.settings.home / "broker", self.options.broker_port)
         self.say(f"broker: starting a private RabbitMQ node on 127.0.0.1:{self.broker.port}")
-        self.broker_process = self.broker.start()
-        wait_for_port(self.broker.port, BROKER_START_SECONDS, self.broker_process, "the broker")
+        self._launch_broker()
         self.settings = replace(self.settings, broker_url=self.broker.url())
 
     def _environment(self) -> dict[str, str]:
@@ -96,7 +95,7 @@ class Stack:
         """Start the Celery workers, one process each."""
         for number in range(1, self.options.workers + 1):
             child = Child(f"worker {number}", modelserve_argv("worker", "--name", f"w{number}"),
-                          self._environment(), restart=True)
+                          self._environment())
             child.start()
             self.workers.append(child)
         self.say(f"workers: {self.options.workers} started")
@@ -167,6 +166,10 @@ class Stack:
         self.broker_restarts += 1
         self.say(f"the broker exited (code {code}); restarting it")
         self.broker.stop(self.broker_process)  # its epmd too, so that the ports are free
+        self._launch_broker()
+
+    def _launch_broker(self) -> None:
+        """Start the private node and wait until it accepts connections."""
         self.broker_process = self.broker.start()
         wait_for_port(self.broker.port, BROKER_START_SECONDS, self.broker_process, "the broker")
 
