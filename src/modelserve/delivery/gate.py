@@ -28,8 +28,9 @@ from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names
 from modelserve.model.check import check_bundle, check_bundle_isolated
-from modelserve.model.dataset import load_dataset, stored_dataset, stratified_split
-from modelserve.model.legacy import DEFAULT_SEED, DEFAULT_TEST_FRACTION, import_legacy
+from modelserve.model.dataset import load_dataset, stored_dataset
+from modelserve.model.holdout import held_out
+from modelserve.model.legacy import import_legacy
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
 
@@ -205,7 +206,9 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
     if live is not None and feature_names(live.manifest) != candidate.features:
         raise Refused(f"refused: the model takes {candidate.features}; production's input "
                       f"contract is {feature_names(live.manifest)}")
-    features, labels = _evaluation_rows(settings)
+    # This server's own rows: the default held-out split of its stored dataset.
+    rows = held_out(settings.data_dir, {})
+    features, labels = rows.features, rows.labels
     probabilities = candidate.score(features).probabilities
     if not np.isfinite(probabilities).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
@@ -224,13 +227,6 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
                               "`git push -o force-deploy -o reason=...`")
             say(f"forced despite: {message}")
     return _Scores(accuracy, live_accuracy, len(labels))
-
-
-def _evaluation_rows(settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """This server's evaluation rows: the default held-out split of its stored dataset."""
-    dataset = load_dataset(stored_dataset(settings.data_dir))
-    _, test_idx = stratified_split(dataset.labels, DEFAULT_TEST_FRACTION, DEFAULT_SEED)
-    return dataset.features[test_idx], dataset.labels[test_idx]
 
 
 def _record(path: Path, commit: str, options: dict[str, str], started: float) -> None:

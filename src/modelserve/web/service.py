@@ -11,6 +11,7 @@ from modelserve.config import Settings
 from modelserve.model.bundle import feature_names
 from modelserve.registry import Registry
 from modelserve.web import metrics
+from modelserve.web.evaluation import AccuracyBook
 from modelserve.web.predictors import InlinePredictor, Prediction, QueuePredictor, Unavailable
 
 
@@ -23,6 +24,7 @@ class Service:
         self._inline = inline
         self._predictor: InlinePredictor | QueuePredictor | None = None
         self._predictor_lock = threading.Lock()
+        self.accuracy_book = AccuracyBook(settings)  # per version, computed once per process
         self._manifest_cache: tuple[str | None, dict | None] = (None, None)
 
     @property

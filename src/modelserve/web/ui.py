@@ -17,9 +17,9 @@ from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.csvfile import score_csv
 from modelserve.model.dataset import FLOAT32_MAX
+from modelserve.model.holdout import held_out
 from modelserve.model.runtime import InputError, Scores
 from modelserve.web import charts, service
-from modelserve.web.evaluation import AccuracyBook, held_out
 from modelserve.web.parsing import BadRequest
 from modelserve.web.service import Service
 
@@ -27,7 +27,6 @@ blueprint = Blueprint("ui", __name__)
 RESULT_ID = re.compile(r"[0-9a-f]{32}")
 RESULT_LIFETIME_SECONDS = 3600
 CHANGES_OF_LIVE_VERSION = ("activate", "rollback", "recover")
-_accuracy_book: dict[int, AccuracyBook] = {}
 
 
 @blueprint.route("/", methods=["GET", "POST"])
@@ -83,7 +82,7 @@ def predictions():
     if manifest is None:
         return render_template("predictions.html", manifest=None), 200
     try:
-        rows = held_out(app_service.settings, manifest)
+        rows = held_out(app_service.settings.data_dir, manifest)
     except UserError as error:  # no dataset stored here: still offer the CSV upload
         return render_template("predictions.html", manifest=manifest, held=None,
                                problem=str(error)), 200
@@ -164,7 +163,7 @@ def download(result_id: str):
 def accuracy():
     """Every version's accuracy, and the live model's accuracy over time."""
     app_service = service()
-    book = _accuracy_book.setdefault(id(app_service), AccuracyBook(app_service.settings))
+    book = app_service.accuracy_book
     versions = app_service.registry.list_versions()
     measured = {info.version: book.accuracy(info) for info in versions}
     activations = [e for e in app_service.registry.history()
