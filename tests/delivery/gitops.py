@@ -25,15 +25,34 @@ def git(*args: str, cwd: Path, check: bool = True,
     return done
 
 
+def commit(checkout: Path, message: str) -> str:
+    """Commit everything in the checkout; return the commit id."""
+    git("add", "-A", cwd=checkout)
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=checkout)
+    return git("rev-parse", "HEAD", cwd=checkout).stdout.strip()
+
+
+def push(checkout: Path, *options: str, branch: str = "master",
+         env: dict[str, str] | None = None, remote: str = "origin") -> subprocess.CompletedProcess:
+    """Push HEAD with `-o` options; the result's stderr holds the `remote:` lines."""
+    push_options = [arg for option in options for arg in ("-o", option)]
+    return git("push", *push_options, remote, f"HEAD:{branch}", cwd=checkout, check=False,
+               env=env)
+
+
 def commit_and_push(checkout: Path, message: str, *options: str, branch: str = "master",
                     env: dict[str, str] | None = None,
                     remote: str = "origin") -> subprocess.CompletedProcess:
     """Commit everything in the checkout and push it."""
-    git("add", "-A", cwd=checkout)
-    git("commit", "-q", "--allow-empty", "-m", message, cwd=checkout)
-    push_options = [arg for option in options for arg in ("-o", option)]
-    return git("push", *push_options, remote, f"HEAD:{branch}", cwd=checkout, check=False,
-               env=env)
+    commit(checkout, message)
+    return push(checkout, *options, branch=branch, env=env, remote=remote)
+
+
+def reported_live_version(result: subprocess.CompletedProcess) -> str:
+    """The version a push reports as live (`remote: live: VERSION (was ...)`)."""
+    lines = [line for line in result.stderr.splitlines() if "remote: live: " in line]
+    assert lines, result.stderr
+    return lines[0].split("remote: live: ")[1].split()[0]
 
 
 def registry_state(home: Path) -> tuple[str | None, list[str], int]:

@@ -14,7 +14,9 @@ LAST_BIAS = "dense_3/dense_3/bias:0"
 
 
 def copy_seed(shared_data: Path, name: str, into: Path) -> None:
-    """Put a seed model's model.json and model.h5 into a checkout."""
+    """Put a seed model's model.json and model.h5 into a checkout (in place of a bundle)."""
+    for file in ("model.keras", "manifest.json"):
+        (into / file).unlink(missing_ok=True)
     for file in ("model.json", "model.h5"):
         shutil.copyfile(shared_data / "seed-model" / name / file, into / file)
 
@@ -58,6 +60,12 @@ def no_model(into: Path) -> None:
     for file in ("model.json", "model.h5"):
         (into / file).unlink(missing_ok=True)
     (into / "README").write_text("no model here\n")
+
+
+def both_kinds(into: Path) -> None:
+    """A bundle's two files beside the legacy pair: which one is meant is anybody's guess."""
+    (into / "model.keras").write_bytes(b"PK")
+    (into / "manifest.json").write_text("{}")
 
 
 def copy_bundle(bundle: Path, into: Path) -> None:

@@ -11,7 +11,15 @@ from cli_helpers import run_cli
 from serving.stack_helpers import post_json
 
 from delivery import pushes
-from delivery.gitops import ROW, Load, commit_and_push, registry_state
+from delivery.gitops import (
+    ROW,
+    Load,
+    commit_and_push,
+    git,
+    push,
+    registry_state,
+    reported_live_version,
+)
 from modelserve.registry import Registry
 
 
@@ -53,6 +61,7 @@ BAD_PUSHES = [
     (pushes.nan_weights, "NaN"),
     (pushes.much_worse, "below the live model's"),
     (pushes.no_model, "no model in the push"),
+    (pushes.both_kinds, "both a bundle"),
 ]
 
 
@@ -140,3 +149,30 @@ def test_a_keras_bundle_push_is_checked_and_a_foreign_contract_refused(productio
     print(next(line for line in accepted.stderr.splitlines() if "push -> live" in line))
     rolled = run_cli("models", "rollback", "--reason", "bundle test done", home=production.home)
     assert rolled.returncode == 0 and registry_state(production.home)[0] == state[0]
+
+
+@pytest.mark.slow
+def test_pushing_a_revert_puts_the_previous_version_back(production, checkout, shared_data):
+    """`git revert` + push restores the earlier version itself, without the gate's scoring.
+
+    The earlier model is worse than the one it replaced (the gate would refuse it as a new
+    model); a revert to files that were live before is a rollback, and goes through.
+    """
+    pushes.copy_seed(shared_data, "production", checkout)
+    first = commit_and_push(checkout, "baseline", "force-deploy", "reason=revert test baseline")
+    assert first.returncode == 0, first.stderr
+    earlier = registry_state(production.home)[0]
+    pushes.copy_seed(shared_data, "development", checkout)
+    assert commit_and_push(checkout, "better model").returncode == 0
+    later = registry_state(production.home)[0]
+    assert later != earlier
+    git("revert", "--no-edit", "HEAD", cwd=checkout)
+    with Load(production.url) as load:
+        result = push(checkout)
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr
+    assert f"a revert to the model files of {earlier}" in result.stderr, result.stderr
+    assert reported_live_version(result) == earlier == registry_state(production.home)[0]
+    assert not load.failures and set(load.versions) == {later, earlier}, load.versions
+    assert Registry(production.home / "registry").history()[-1]["reason"] == (
+        f"revert to {earlier}")

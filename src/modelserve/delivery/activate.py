@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from pathlib import Path
 from modelserve.config import Settings
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.delivery.gate import NOTE_FILE, PLAN_FILE, ZERO, Say, Update, pending_dir
+from modelserve.delivery.known import remember
 from modelserve.model.runtime import example_rows
 from modelserve.registry import Registry
 
@@ -36,26 +38,43 @@ def post_receive(settings: Settings, config: DeliveryConfig, updates: list[Updat
         if update.ref != branch_ref or update.new == ZERO:
             continue
         pending = pending_dir(settings, update.new)
-        if not (pending / "bundle").is_dir():
+        if not (pending / NOTE_FILE).is_file():
             say(f"{update.new[:12]}: no checked candidate found; nothing deployed")
             continue
         with serialized(settings):
+            # A push that landed after this one while we waited deploys itself: going live
+            # now would put an older model over a newer one.
+            tip = branch_tip(branch_ref)
+            if tip != update.new:
+                say(f"{update.new[:12]}: superseded by {tip[:12]}, pushed meanwhile; "
+                    "that push deploys its own model")
+                shutil.rmtree(pending, ignore_errors=True)
+                continue
             go_live(settings, config, pending, say)
+
+
+def branch_tip(ref: str) -> str:
+    """The commit a branch of the hook's repository points at now."""
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref],  # noqa: S603,S607
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip()
 
 
 def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say) -> str:
     """Register and activate a checked candidate, then wait for the workers to serve it."""
     note = json.loads((pending / NOTE_FILE).read_text())
-    # The gate checked these very files and derived their plan (which names the model file's
-    # sha256): reuse it rather than start TensorFlow once more for the registry's check.
-    gate_plan = pending / "bundle" / PLAN_FILE
-    registry = Registry(settings.registry_dir,
-                        checker=lambda staged: shutil.copyfile(gate_plan, staged / PLAN_FILE))
+    registry = _registry_reusing_gate_plan(settings, pending)
     previous = registry.active_version()
     reason = ("force-deploy: " if note["forced"] else "") + (note["reason"] or "git push")
     source = f"git push {note['commit'][:12]}"
-    info = registry.add(pending / "bundle", source=source, reason=reason)
+    if note.get("earlier_version"):
+        info = registry.get(note["earlier_version"])
+        reason = f"revert to {info.version}" + (f": {note['reason']}" if note["reason"] else "")
+    else:
+        info = registry.add(pending / "bundle", source=source, reason=reason)
     registry.activate(info.version, source=source, reason=reason)
+    if note.get("tree"):
+        remember(settings, note["tree"], info.version)
     shutil.rmtree(pending, ignore_errors=True)
     served = wait_until_served(config, info.manifest, config.live_timeout)
     elapsed = time.time() - note["received_at"]
@@ -67,6 +86,17 @@ def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say)
         say(f"activated; the workers did not confirm within {config.live_timeout:g} s "
             f"(is `modelserve up` running at {config.web_url}?)")
     return info.version
+
+
+def _registry_reusing_gate_plan(settings: Settings, pending: Path) -> Registry:
+    """The registry, told to take the scoring plan the gate derived instead of deriving it.
+
+    The gate checked these very files and derived their plan (which names the model file's
+    sha256): reusing it spares a TensorFlow start for the registry's own check.
+    """
+    gate_plan = pending / "bundle" / PLAN_FILE
+    return Registry(settings.registry_dir,
+                    checker=lambda staged: shutil.copyfile(gate_plan, staged / PLAN_FILE))
 
 
 def _metrics_line(registry: Registry, info, previous: str | None) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from modelserve.config import Settings
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
+from modelserve.delivery.known import version_deployed_from
 from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names
@@ -37,6 +38,7 @@ from modelserve.registry import Registry
 ZERO = "0" * 40
 PLAN_FILE = "plan.npz"
 NOTE_FILE = "delivery.json"
+STALE_SECONDS = 3600  # no push takes an hour between its two hooks
 Say = Callable[[str], None]
 
 
@@ -55,12 +57,12 @@ class Update:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A candidate that passed, with what the post-receive hook needs to report."""
+    """A candidate that passed: its scores beside the live model's, or the version it restores."""
 
-    bundle: Path
-    accuracy: float
+    accuracy: float | None
     live_accuracy: float | None
     rows: int
+    earlier_version: str | None = None
 
 
 def read_updates(text: str) -> list[Update]:
@@ -93,7 +95,15 @@ def pre_receive(settings: Settings, config: DeliveryConfig, updates: list[Update
         if update.new == ZERO:
             raise Refused(f"refused: deleting {config.branch} would leave nothing deployed")
         verdict = judge(settings, config, update.new, options, say)
-        say(f"accepted {update.new[:12]}: accuracy {verdict.accuracy:.4f} on this server's "
+        say(_acceptance(update.new, verdict))
+
+
+def _acceptance(commit: str, verdict: Verdict) -> str:
+    """The `remote:` line of a candidate that passed."""
+    if verdict.earlier_version:
+        return (f"accepted {commit[:12]}: a revert to the model files of {verdict.earlier_version}"
+                ", live before; it goes back into service as it was")
+    return (f"accepted {commit[:12]}: accuracy {verdict.accuracy:.4f} on this server's "
             f"{verdict.rows} evaluation rows" + _beside(verdict.live_accuracy))
 
 
@@ -107,20 +117,54 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
     """Materialize, convert, check and score one pushed commit; keep it pending if it passes."""
     started = time.time()
     pending = pending_dir(settings, commit)
-    scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=_ensure(pending.parent)))
+    _prune_stale(_ensure(pending.parent))
+    tree_id = _model_tree_id(commit, config)
+    scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=pending.parent))
     try:
-        tree = _materialize(commit, config, scratch / "tree")
-        bundle, converted_here = _candidate_bundle(settings, tree, scratch / "bundle")
-        _check(bundle, converted_here)
-        verdict = _compare(settings, config, bundle, options, say)
-        _record(scratch / NOTE_FILE, commit, options, started)
-        shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
+        earlier = _deployed_before(settings, tree_id)
+        if earlier:
+            verdict = Verdict(None, None, 0, earlier_version=earlier)
+        else:
+            verdict = _judge_new_model(settings, config, commit, scratch, options, say)
+        _record(scratch / NOTE_FILE, commit, tree_id, earlier, options, started)
         shutil.rmtree(pending, ignore_errors=True)
         scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
-        return Verdict(pending / "bundle", verdict.accuracy, verdict.live_accuracy,
-                       verdict.rows)
+        return verdict
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, scratch: Path,
+                     options: dict[str, str], say: Say) -> Verdict:
+    """Extract, convert, check and score a model never deployed here; leave its bundle."""
+    tree = _materialize(commit, config, scratch / "tree")
+    bundle, converted_here = _candidate_bundle(settings, tree, scratch / "bundle")
+    _check(bundle, converted_here)
+    verdict = _compare(settings, config, bundle, options, say)
+    shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
+    return verdict
+
+
+def _deployed_before(settings: Settings, tree_id: str | None) -> str | None:
+    """The stored version these very model files became, if they fit the live contract."""
+    version = version_deployed_from(settings, tree_id) if tree_id else None
+    registry = Registry(settings.registry_dir)
+    if version is None or version not in {info.version for info in registry.list_versions()}:
+        return None
+    live = registry.active_version()
+    theirs = feature_names(registry.get(version).manifest)
+    if live and theirs != (expected := feature_names(registry.get(live).manifest)):
+        raise Refused(f"refused: {version} takes {theirs}; production's input contract is "
+                      f"{expected}")
+    return version
+
+
+def _prune_stale(pending_root: Path) -> None:
+    """Drop candidates whose push never completed (a lost ref race, a killed hook)."""
+    cutoff = time.time() - STALE_SECONDS
+    for entry in pending_root.iterdir():
+        if entry.is_dir() and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _ensure(path: Path) -> Path:
@@ -135,6 +179,15 @@ def _git(*args: str) -> bytes:
     if done.returncode != 0:
         raise Refused(f"refused: git {args[0]} failed: {done.stderr.decode(errors='replace')}")
     return done.stdout
+
+
+def _model_tree_id(commit: str, config: DeliveryConfig) -> str | None:
+    """The git tree id of the pushed model folder: equal trees hold identical files."""
+    folder = config.folder.strip("/")
+    spec = f"{commit}:{folder}" if folder else f"{commit}^{{tree}}"
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", spec],  # noqa: S603,S607
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None
 
 
 def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
@@ -156,12 +209,17 @@ def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
 
 def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, bool]:
     """Find a bundle or a legacy pair; convert a pair. True when we wrote the model file."""
-    if (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file():
+    has_bundle = (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file()
+    has_legacy = (tree / "model.json").is_file() and (tree / "model.h5").is_file()
+    if has_bundle and has_legacy:
+        raise Refused("refused: the push holds both a bundle (model.keras + manifest.json) and "
+                      "a legacy pair (model.json + model.h5); remove the one you do not mean")
+    if has_bundle:
         out.mkdir()
         for name in (MODEL_FILE, MANIFEST_FILE):
             shutil.copy2(tree / name, out / name)
         return out, False
-    if (tree / "model.json").is_file() and (tree / "model.h5").is_file():
+    if has_legacy:
         dataset = load_dataset(stored_dataset(settings.data_dir))
         try:
             import_legacy(tree / "model.json", tree / "model.h5", dataset, out)
@@ -188,17 +246,8 @@ def _check(bundle: Path, converted_here: bool) -> dict:
         raise Refused(f"refused: {message}") from None
 
 
-@dataclass(frozen=True)
-class _Scores:
-    """Accuracy of the candidate and of the live model on the same rows."""
-
-    accuracy: float
-    live_accuracy: float | None
-    rows: int
-
-
 def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
-             options: dict[str, str], say: Say) -> _Scores:
+             options: dict[str, str], say: Say) -> Verdict:
     """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
     registry = Registry(settings.registry_dir)
     live = registry.get(registry.active_version()) if registry.active_version() else None
@@ -226,11 +275,13 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
                 raise Refused(f"refused: {message}; override with "
                               "`git push -o force-deploy -o reason=...`")
             say(f"forced despite: {message}")
-    return _Scores(accuracy, live_accuracy, len(labels))
+    return Verdict(accuracy, live_accuracy, len(labels))
 
 
-def _record(path: Path, commit: str, options: dict[str, str], started: float) -> None:
+def _record(path: Path, commit: str, tree_id: str | None, earlier: str | None,
+            options: dict[str, str], started: float) -> None:
     """Note, beside the candidate, what post-receive reports and records."""
-    note = {"commit": commit, "received_at": started, "forced": "force-deploy" in options,
+    note = {"commit": commit, "tree": tree_id, "earlier_version": earlier,
+            "received_at": started, "forced": "force-deploy" in options,
             "reason": options.get("reason", ""), "pusher": os.environ.get("USER", "")}
     path.write_text(json.dumps(note) + "\n")
