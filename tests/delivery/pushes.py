@@ -84,3 +84,14 @@ def renamed_feature(into: Path) -> None:
     manifest["input"]["features"][-1]["name"] = "years"
     manifest.pop("version", None)
     write_manifest(into, manifest)
+
+
+# Each kind of push the gate must refuse, and words its `remote:` line must hold.
+REFUSED_KINDS = [
+    (corrupt_h5, "cannot be converted"),
+    (wrong_input_size, "cannot be converted"),
+    (nan_weights, "NaN"),
+    (much_worse, "below the live model's"),
+    (no_model, "no model in the push"),
+    (both_kinds, "both a bundle"),
+]

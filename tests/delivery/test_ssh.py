@@ -54,7 +54,7 @@ def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
             stack.wait_ready(workers=2)
             # The hooks run on the host, beside the stack: they reach it on its loopback.
             init = run_cli("delivery", "init", "--web-url", f"http://127.0.0.1:{stack.port}",
-                           home=home)
+                           "--max-mb", "1", home=home)
             assert init.returncode == 0, init.stderr
             yield host, stack, key
         finally:
@@ -77,18 +77,25 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     assert added.returncode == 0 and "added: remote production" in added.stdout, added.stderr
     env = client.git_env()  # the test host's known_hosts; the key is the same
 
-    pushes.copy_seed(shared_data, "production", checkout)
-    pushes.nan_weights(checkout)
     state = registry_state(stack.home)
-    refused = commit_and_push(checkout, "nan", env=env, remote="production")
-    assert refused.returncode != 0 and "NaN" in refused.stderr, refused.stderr
+    with Load(stack.url) as load:
+        for breaker, words in [*pushes.REFUSED_KINDS, (pushes.too_large, "byte limit")]:
+            pushes.copy_seed(shared_data, "production", checkout)
+            breaker(checkout)
+            refused = commit_and_push(checkout, breaker.__name__, env=env, remote="production")
+            reason = [line for line in refused.stderr.splitlines() if "refused" in line]
+            assert refused.returncode != 0 and words in reason[0], refused.stderr
+            print(f"{breaker.__name__}: {reason[0].strip()}")
     assert registry_state(stack.home) == state
+    assert not load.failures and set(load.versions) == {production_version}, load.versions
+    (checkout / "ballast.bin").unlink()
 
     pushes.copy_seed(shared_data, "development", checkout)
     with Load(stack.url) as load:
         accepted = commit_and_push(checkout, "development model", env=env,
                                    remote="production")
     assert accepted.returncode == 0 and "push -> live in" in accepted.stderr, accepted.stderr
+    print("\n".join(line for line in accepted.stderr.splitlines() if "remote:" in line))
     live = registry_state(stack.home)[0]
     assert live != production_version
     assert not load.failures and set(load.versions) == {production_version, live}, load.versions

@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class Verdict:
     live_accuracy: float | None
     rows: int
     earlier_version: str | None = None
+    seconds: float = 0.0
 
 
 def read_updates(text: str) -> list[Update]:
@@ -103,8 +104,8 @@ def _acceptance(commit: str, verdict: Verdict) -> str:
     if verdict.earlier_version:
         return (f"accepted {commit[:12]}: a revert to the model files of {verdict.earlier_version}"
                 ", live before; it goes back into service as it was")
-    return (f"accepted {commit[:12]}: accuracy {verdict.accuracy:.4f} on this server's "
-            f"{verdict.rows} evaluation rows" + _beside(verdict.live_accuracy))
+    return (f"accepted {commit[:12]} in {verdict.seconds:.1f} s: accuracy {verdict.accuracy:.4f} "
+            f"on this server's {verdict.rows} evaluation rows" + _beside(verdict.live_accuracy))
 
 
 def _beside(live_accuracy: float | None) -> str:
@@ -129,7 +130,7 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
         _record(scratch / NOTE_FILE, commit, tree_id, earlier, options, started)
         shutil.rmtree(pending, ignore_errors=True)
         scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
-        return verdict
+        return replace(verdict, seconds=time.time() - started)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
