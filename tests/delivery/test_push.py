@@ -170,3 +170,22 @@ def test_pushing_a_revert_puts_the_previous_version_back(production, checkout, s
     assert not load.failures and set(load.versions) == {later, earlier}, load.versions
     assert Registry(production.home / "registry").history()[-1]["reason"] == (
         f"revert to {earlier}")
+
+
+@pytest.mark.slow
+def test_the_documented_workflow_train_into_a_folder_commit_push(production, checkout):
+    """`modelserve train --out REPO/models`, commit, push: the configured folder deploys."""
+    home = production.home
+    assert run_cli("delivery", "init", "--web-url", production.url, "--folder", "models",
+                   home=home).returncode == 0
+    try:
+        (checkout / "train.sh").write_text("modelserve train --out models\n")  # beside the model
+        trained = run_cli("train", "--epochs", "3", "--seed", "11", "--out",
+                          checkout / "models", home=home)
+        assert trained.returncode == 0, trained.stderr
+        result = commit_and_push(checkout, "retrained", "force-deploy", "reason=workflow test")
+    finally:
+        run_cli("delivery", "init", "--web-url", production.url, home=home)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((checkout / "models" / "manifest.json").read_text())
+    assert reported_live_version(result) == manifest["version"] == registry_state(home)[0]
