@@ -50,6 +50,12 @@ def much_worse(into: Path) -> None:
         weights[LAST_BIAS][...] = 5.0
 
 
+def nudged(into: Path, amount: float) -> None:
+    """The same model with its output bias moved a hair: new files, the same answers nearly."""
+    with h5py.File(into / "model.h5", "r+") as weights:
+        weights[LAST_BIAS][...] += amount
+
+
 def too_large(into: Path) -> None:
     """A good model with 3 MB of ballast beside it."""
     (into / "ballast.bin").write_bytes(np.random.default_rng(0).bytes(3 << 20))

@@ -14,6 +14,7 @@ from delivery import pushes
 from delivery.gitops import (
     ROW,
     Load,
+    commit,
     commit_and_push,
     git,
     push,
@@ -161,6 +162,8 @@ def test_pushing_a_revert_puts_the_previous_version_back(production, checkout, s
     later = registry_state(production.home)[0]
     assert later != earlier
     git("revert", "--no-edit", "HEAD", cwd=checkout)
+    (checkout / "CHANGES").write_text("back to the baseline\n")  # other files may change too
+    commit(checkout, "why we went back")
     with Load(production.url) as load:
         result = push(checkout)
         time.sleep(1)

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from delivery import pushes
@@ -29,9 +30,9 @@ def clone(production, into: Path) -> Path:
 
 
 def candidate(checkout: Path, shared_data: Path, label: str) -> str:
-    """Commit the development seed with a note that makes its tree new: a full gate run."""
+    """Commit the development seed, nudged so that its files are new: a full gate run."""
     pushes.copy_seed(shared_data, "development", checkout)
-    (checkout / "NOTE").write_text(f"{label} {time.time()}\n")
+    pushes.nudged(checkout, float(np.random.default_rng().uniform(1e-4, 1e-3)))
     return commit(checkout, label)
 
 

@@ -73,8 +73,8 @@ def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say)
     else:
         info = registry.add(pending / "bundle", source=source, reason=reason)
     registry.activate(info.version, source=source, reason=reason)
-    if note.get("tree"):
-        remember(settings, note["tree"], info.version)
+    if note.get("model_files"):
+        remember(settings, note["model_files"], info.version)
     shutil.rmtree(pending, ignore_errors=True)
     served = wait_until_served(config, info.manifest, config.live_timeout)
     elapsed = time.time() - note["received_at"]

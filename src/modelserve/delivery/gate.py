@@ -8,6 +8,7 @@ candidate that passes is kept, under pending/<commit>, for the post-receive hook
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -38,6 +39,8 @@ from modelserve.registry import Registry
 ZERO = "0" * 40
 PLAN_FILE = "plan.npz"
 NOTE_FILE = "delivery.json"
+LEGACY_FILES = ("model.json", "model.h5")
+MODEL_FILES = (MODEL_FILE, MANIFEST_FILE, *LEGACY_FILES)
 STALE_SECONDS = 3600  # no push takes an hour between its two hooks
 Say = Callable[[str], None]
 
@@ -119,15 +122,15 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
     started = time.time()
     pending = pending_dir(settings, commit)
     _prune_stale(_ensure(pending.parent))
-    tree_id = _model_tree_id(commit, config)
+    files_id = _model_files_id(commit, config)
     scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=pending.parent))
     try:
-        earlier = _deployed_before(settings, tree_id)
+        earlier = _deployed_before(settings, files_id)
         if earlier:
             verdict = Verdict(None, None, 0, earlier_version=earlier)
         else:
             verdict = _judge_new_model(settings, config, commit, scratch, options, say)
-        _record(scratch / NOTE_FILE, commit, tree_id, earlier, options, started)
+        _record(scratch / NOTE_FILE, commit, files_id, earlier, options, started)
         shutil.rmtree(pending, ignore_errors=True)
         scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
         return replace(verdict, seconds=time.time() - started)
@@ -146,9 +149,9 @@ def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, sc
     return verdict
 
 
-def _deployed_before(settings: Settings, tree_id: str | None) -> str | None:
+def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
     """The stored version these very model files became, if they fit the live contract."""
-    version = version_deployed_from(settings, tree_id) if tree_id else None
+    version = version_deployed_from(settings, files_id) if files_id else None
     registry = Registry(settings.registry_dir)
     if version is None or version not in {info.version for info in registry.list_versions()}:
         return None
@@ -182,13 +185,15 @@ def _git(*args: str) -> bytes:
     return done.stdout
 
 
-def _model_tree_id(commit: str, config: DeliveryConfig) -> str | None:
-    """The git tree id of the pushed model folder: equal trees hold identical files."""
+def _model_files_id(commit: str, config: DeliveryConfig) -> str | None:
+    """An id of the pushed model files alone (their git blob ids): equal ids, identical files."""
     folder = config.folder.strip("/")
-    spec = f"{commit}:{folder}" if folder else f"{commit}^{{tree}}"
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", spec],  # noqa: S603,S607
-                          capture_output=True, text=True, check=False)
-    return done.stdout.strip() or None
+    paths = [f"{folder}/{name}" if folder else name for name in MODEL_FILES]
+    done = subprocess.run(["git", "ls-tree", commit, "--", *paths],  # noqa: S603,S607
+                          capture_output=True, check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        return None
+    return hashlib.sha256(done.stdout).hexdigest()
 
 
 def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
@@ -211,7 +216,7 @@ def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
 def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, bool]:
     """Find a bundle or a legacy pair; convert a pair. True when we wrote the model file."""
     has_bundle = (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file()
-    has_legacy = (tree / "model.json").is_file() and (tree / "model.h5").is_file()
+    has_legacy = all((tree / name).is_file() for name in LEGACY_FILES)
     if has_bundle and has_legacy:
         raise Refused("refused: the push holds both a bundle (model.keras + manifest.json) and "
                       "a legacy pair (model.json + model.h5); remove the one you do not mean")
@@ -279,10 +284,10 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
     return Verdict(accuracy, live_accuracy, len(labels))
 
 
-def _record(path: Path, commit: str, tree_id: str | None, earlier: str | None,
+def _record(path: Path, commit: str, files_id: str | None, earlier: str | None,
             options: dict[str, str], started: float) -> None:
     """Note, beside the candidate, what post-receive reports and records."""
-    note = {"commit": commit, "tree": tree_id, "earlier_version": earlier,
+    note = {"commit": commit, "model_files": files_id, "earlier_version": earlier,
             "received_at": started, "forced": "force-deploy" in options,
             "reason": options.get("reason", ""), "pusher": os.environ.get("USER", "")}
     path.write_text(json.dumps(note) + "\n")

@@ -1,4 +1,4 @@
-"""Model trees deployed before: a push that brings one back is a revert, not a new model."""
+"""Model files deployed before: a push that brings them back is a revert, not a new model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from modelserve.fsutil import atomic_write_text
 
 
 def _path(settings: Settings) -> Path:
-    """The map from git tree id (the pushed model folder) to the version it became."""
+    """The map from an id of pushed model files (their git blob ids) to the version it became."""
     return delivery_dir(settings) / "deployed.json"
 
 
@@ -21,14 +21,14 @@ def _read(settings: Settings) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def version_deployed_from(settings: Settings, tree: str) -> str | None:
-    """The version a model folder with this git tree id became, if it was deployed before."""
-    return _read(settings).get(tree)
+def version_deployed_from(settings: Settings, files_id: str) -> str | None:
+    """The version these model files became, if they were deployed before."""
+    return _read(settings).get(files_id)
 
 
-def remember(settings: Settings, tree: str, version: str) -> None:
-    """Record that this tree went live as this version (called under the activation lock)."""
+def remember(settings: Settings, files_id: str, version: str) -> None:
+    """Record that these model files went live as this version (under the activation lock)."""
     known = _read(settings)
-    if known.get(tree) != version:
-        known[tree] = version
+    if known.get(files_id) != version:
+        known[files_id] = version
         atomic_write_text(_path(settings), json.dumps(known, indent=1, sort_keys=True) + "\n")
