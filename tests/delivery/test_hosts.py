@@ -110,7 +110,15 @@ def wait_for_session(host: NetnsHost, user: LocalUser, seconds: float = 10) -> N
     """Wait until the user has a process inside the namespace (the remote command)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if any(Path(f"/proc/{pid}").stat().st_uid == user.uid for pid in host.pids()):
+        if user.uid in {_owner(pid) for pid in host.pids()}:
             return
         time.sleep(0.05)
     raise AssertionError(f"no session of {user.name} appeared: {host.log()}")
+
+
+def _owner(pid: int) -> int | None:
+    """The uid of a process, or None when it has exited since it was listed."""
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid
+    except FileNotFoundError:
+        return None
