@@ -266,3 +266,17 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, fake: FakeOpenStack, os_e
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert_nothing_left(fake, tmp_path)
+
+
+def test_user_data_over_novas_limit_is_refused_before_anything_is_created(
+        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path):
+    """An embedded compose file too large for Nova: one line, no request that creates."""
+    compose = tmp_path / "compose.yaml"
+    compose.write_text("# padding\n" * 6000)
+    result = cli(tmp_path, os_env, "cloud", "up", "--role", "prod", "--containers",
+                 "--compose-file", compose, "--ssh-key", ssh_key, "--image", "debian-12",
+                 "--flavor", "m1.small", *FAST)
+    assert result.returncode == 1
+    assert "over Nova's 65535: fetch the compose file by URL" in result.stderr
+    assert [c for c in fake.calls if c.method in ("POST", "PUT", "DELETE")
+            and "/auth/" not in c.path] == []

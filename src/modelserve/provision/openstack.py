@@ -19,6 +19,7 @@ from modelserve.provision.state import Deployment, StateDir
 
 Say = Callable[[str], None]
 TAG = "modelserve"
+USER_DATA_LIMIT = 65535  # Nova's limit on the base64-encoded user-data
 OPEN_PORTS = (22,)  # SSH; the web port is added per deployment
 
 
@@ -174,6 +175,9 @@ class Provisioner:
             raise CloudError(f"deployment {deployment.name!r} exists (server {existing.server}, "
                              f"{existing.address or 'no address'}): "
                              f"`modelserve cloud down --name {deployment.name}` first")
+        if len(_encoded(spec.user_data)) > USER_DATA_LIMIT:
+            raise CloudError(f"the user-data is {len(_encoded(spec.user_data))} bytes in base64, "
+                             f"over Nova's {USER_DATA_LIMIT}: fetch the compose file by URL")
         with translated_errors():
             found = self.resolve(spec)
         try:
@@ -242,7 +246,7 @@ class Provisioner:
             name=deployment.name, image_id=found["image"].id, flavor_id=found["flavor"].id,
             networks=[{"uuid": found["network"].id}], key_name=key_name,
             security_groups=[{"name": group.name}],
-            user_data=base64.b64encode(spec.user_data.encode()).decode("ascii"),
+            user_data=_encoded(spec.user_data),
             metadata={TAG: deployment.name, f"{TAG}_role": deployment.role})
         deployment.server = server.id
         self.states.save(deployment)
@@ -332,6 +336,11 @@ class Provisioner:
                 gone.append(f"keypair {deployment.keypair}")
         self.states.remove(deployment.name)
         return gone
+
+
+def _encoded(user_data: str) -> str:
+    """User-data as Nova takes it: base64 text."""
+    return base64.b64encode(user_data.encode()).decode("ascii")
 
 
 def _get_or_none(getter: Callable, resource_id: str, sdk: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
@@ -29,7 +29,6 @@ class Deployment:
     security_group: str = ""
     server: str = ""
     floating_ip: str = ""
-    extra: dict = field(default_factory=dict)
 
     def created(self) -> bool:
         """Whether anything of this deployment exists according to the record."""
