@@ -148,6 +148,7 @@ def test_dev_up_waits_for_cloud_init_and_shows_the_deploy_key(
     assert result.returncode == 0, result.stderr
     assert "cloud-init finished" in result.stdout
     assert "deploy key: ssh-ed25519 AAAAC3NzaDEVKEY" in result.stdout
+    assert "| ssh ops@203.0.113.9 sudo -u deploy -H" in result.stdout
     assert "deploy@203.0.113.9" in sent_user_data(fake)
     assert fake.requests("POST", "/action")  # the console was read through Nova
     inventory = yaml.safe_load((tmp_path / "cloud" / "inventory.yml").read_text())

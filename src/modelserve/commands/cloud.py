@@ -148,13 +148,14 @@ def up(settings: Settings, cloud_name: str, image: str, flavor: str, network: st
     Provisioner(connection, states, click.echo, timing).up(deployment, spec)
     click.echo(f"inventory: {states.write_inventory()}")
     if ready_timeout > 0:
-        _wait_until_ready(connection, deployment, data.web_port, ready_timeout, poll_seconds)
+        _wait_until_ready(connection, deployment, data, ready_timeout, poll_seconds)
     click.echo(f"ssh {ADMIN_USER}@{deployment.address}")
 
 
-def _wait_until_ready(connection, deployment: Deployment, web_port: int, seconds: float,
+def _wait_until_ready(connection, deployment: Deployment, data: UserData, seconds: float,
                       poll: float) -> None:
     """prod: the stack answers on the web port; dev: cloud-init's final message on the console."""
+    web_port = data.web_port
     down = f"`modelserve cloud down --name {deployment.name}` deletes it"
     if deployment.role == "prod":
         url = f"http://{deployment.address}:{web_port}/v2/health/ready"
@@ -175,8 +176,8 @@ def _wait_until_ready(connection, deployment: Deployment, web_port: int, seconds
     key = deploy_key_in(output)
     if key:
         click.echo(f"deploy key: {key}\nlet it push, on production: echo '{key}' | ssh "
-                   f"{ADMIN_USER}@PRODUCTION sudo -u {PROD_ACCOUNT} -H {VENV}/bin/modelserve "
-                   "delivery authorize /dev/stdin")
+                   f"{ADMIN_USER}@{data.production_host or 'PRODUCTION'} sudo -u {PROD_ACCOUNT} -H "
+                   f"{VENV}/bin/modelserve delivery authorize /dev/stdin")
 
 
 @cloud.command()
