@@ -110,7 +110,8 @@ def _production_address(states: StateDir) -> str:
 @userdata_options
 @click.option("--cloud", "cloud_name", default="", metavar="NAME",
               help="An entry of clouds.yaml (default: OS_CLOUD, else the OS_* variables).")
-@click.option("--image", required=True, help="Image name or id (Debian 12 or Ubuntu 22.04+).")
+@click.option("--image", required=True,
+              help="Image name or id (with Python 3.11+: Debian 12, Ubuntu 24.04).")
 @click.option("--flavor", required=True, help="Flavor name or id (prod: 2 GB RAM or more).")
 @click.option("--network", default="", help="Network of the server (default: the only one).")
 @click.option("--floating-network", default="",
