@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from modelserve import __version__
-from modelserve.commands import data, delivery, model, models, predict, train, up
+from modelserve.commands import cloud, data, delivery, model, models, predict, train, up
 from modelserve.config import load_settings
 from modelserve.errors import UserError
 
@@ -29,5 +29,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (data.data, train.train, model.model, models.models, predict.predict, up.up,
-                 up.worker, delivery.delivery):
+                 up.worker, delivery.delivery, cloud.cloud):
     main.add_command(_command)

@@ -1,0 +1,1 @@
+"""Provisioning: cloud-init user-data for each role, and servers on OpenStack."""

@@ -1,0 +1,92 @@
+"""Wait until a new server is contextualized: its stack answers, or cloud-init said it is done."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from modelserve.provision.userdata import KEY_MARKER, READY_MARKER
+
+Say = Callable[[str], None]
+
+
+def health(url: str, timeout: float = 5.0) -> dict | None:
+    """The stack's readiness JSON (a 503 carries it too), or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http URL we built)
+            return _status(response.read())
+    except urllib.error.HTTPError as error:
+        return _status(error.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _status(body: bytes) -> dict | None:
+    """The readiness document if the body is one (anything else is not our stack)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and "ready" in data else None
+
+
+def wait_for_stack(url: str, seconds: float, poll: float, say: Say) -> dict | None:
+    """Poll the readiness URL until the stack answers, saying how long it has been."""
+    start = time.monotonic()
+    next_note = start + 30
+    while True:
+        status = health(url)
+        if status is not None:
+            return status
+        now = time.monotonic()
+        if now - start >= seconds:
+            return None
+        if now >= next_note:
+            say(f"waiting for {url}: {now - start:.0f} s")
+            next_note = now + 30
+        time.sleep(poll)
+
+
+def wait_for_console(read: Callable[[], str], seconds: float, poll: float,
+                     say: Say) -> str | None:
+    """Poll the server's console log until cloud-init's final message appears."""
+    start = time.monotonic()
+    next_note = start + 30
+    while True:
+        output = read() or ""
+        if READY_MARKER in output:
+            return output
+        now = time.monotonic()
+        if now - start >= seconds:
+            return None
+        if now >= next_note:
+            say(f"waiting for cloud-init to finish: {now - start:.0f} s")
+            next_note = now + 30
+        time.sleep(poll)
+
+
+def console_reader(connection: Any, server_id: str) -> Callable[[], str]:
+    """Read a server's console log (Nova's os-getConsoleOutput), '' while it has none."""
+
+    def read() -> str:
+        """The console's last lines."""
+        from openstack import exceptions as sdk
+
+        try:
+            return connection.compute.get_server_console_output(server_id, length=200)["output"]
+        except sdk.HttpException:
+            return ""  # the console is not always available during the first seconds
+
+    return read
+
+
+def deploy_key_in(output: str) -> str:
+    """The development server's deploy key as printed on its console, or ''."""
+    for line in output.splitlines():
+        if KEY_MARKER in line:
+            return line.split(KEY_MARKER, 1)[1].strip()
+    return ""

@@ -1,0 +1,127 @@
+"""Render the #cloud-config user-data of a production or development server."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from modelserve import __version__
+from modelserve.delivery.access import KEY_TYPES
+from modelserve.errors import UserError
+
+ROLES = ("prod", "dev")
+ADMIN_USER = "ops"
+PROD_ACCOUNT = "deploy"  # serves and receives pushes; the dev remote is deploy@PROD
+DEV_ACCOUNT = "dev"
+VENV = "/opt/modelserve"
+COMPOSE_DIR = "/opt/modelserve/compose"
+WEB_PORT = 5100
+DEFAULT_PACKAGE = f"modelserve=={__version__}"
+# Printed on the server's console, where `cloud up` reads them through the compute API.
+READY_MARKER = "modelserve-cloud-init-done"
+KEY_MARKER = "modelserve-deploy-key:"
+
+
+@dataclass(frozen=True)
+class UserData:
+    """What a rendering needs: the role and the values the template inserts."""
+
+    role: str
+    ssh_key: str
+    containers: bool = False
+    package: str = DEFAULT_PACKAGE
+    production_host: str = ""
+    deploy_key: str = ""
+    dataset_url: str = ""
+    web_port: int = WEB_PORT
+    compose_file: str = ""
+
+
+def public_key(text: str, what: str) -> str:
+    """Return one OpenSSH public key line, or refuse anything else."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    parts = lines[0].split() if len(lines) == 1 else []
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise UserError(f"{what}: not one OpenSSH public key (expected `ssh-ed25519 AAAA... name`)")
+    return " ".join(parts[:3])
+
+
+def host_address(text: str) -> str:
+    """Return a host name or IP address, or refuse what could not be one."""
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:-]*", text):
+        raise UserError(f"--production-host {text!r}: not a host name or IP address")
+    return text
+
+
+def template_name(role: str, containers: bool) -> str:
+    """The template file of a role."""
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    if containers and role != "prod":
+        raise UserError("--containers is for --role prod (the development server runs no stack)")
+    return "prod-containers.yaml.j2" if containers else f"{role}.yaml.j2"
+
+
+def _environment() -> jinja2.Environment:
+    """Templates from the package; undefined names are errors, not empty strings."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("modelserve.provision", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 (YAML, not HTML: values go through tojson)
+    )
+
+
+def _compose_source(spec: str) -> tuple[str | None, str]:
+    """A compose file to embed (a local path) or to download at boot (an http(s) URL)."""
+    if not spec:
+        raise UserError("--containers needs --compose-file PATH|URL (the stack's compose.yaml)")
+    if spec.startswith(("http://", "https://")):
+        return None, spec
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--compose-file {spec}: no such file")
+    return path.read_text(), ""
+
+
+def _account(role: str) -> dict[str, str]:
+    """The role's main account, its home and registry."""
+    name = PROD_ACCOUNT if role == "prod" else DEV_ACCOUNT
+    home = f"/home/{name}"
+    return {"account": name, "account_home": home,
+            "modelserve_home": f"{home}/.local/share/modelserve"}
+
+
+def render(data: UserData) -> str:
+    """Render the #cloud-config document for a role."""
+    name = template_name(data.role, data.containers)
+    compose_text, compose_url = _compose_source(data.compose_file) if data.containers else (
+        None, "")
+    ssh_key = public_key(data.ssh_key, "--ssh-key")
+    context = {
+        **_account(data.role),
+        "role": data.role,
+        "admin_user": ADMIN_USER,
+        "ssh_key": ssh_key,
+        # The operator may log in as the training account on dev; on prod the account only
+        # receives pushes, through the restricted key `delivery authorize` writes.
+        "account_keys": [ssh_key] if data.role == "dev" else [],
+        "account_gecos": "modelserve service and git-push delivery" if data.role == "prod"
+        else "modelserve training",
+        "deploy_key": public_key(data.deploy_key, "--deploy-key") if data.deploy_key else "",
+        "package": data.package,
+        "dataset_url": data.dataset_url,
+        "production_host": host_address(data.production_host),
+        "production_account": PROD_ACCOUNT,
+        "web_port": data.web_port,
+        "venv": VENV,
+        "compose_dir": COMPOSE_DIR,
+        "compose_text": compose_text,
+        "compose_url": compose_url,
+        "ready_marker": READY_MARKER,
+        "key_marker": KEY_MARKER,
+    }
+    return _environment().get_template(name).render(context)

@@ -1,0 +1,168 @@
+"""`modelserve cloud user-data`: every rendering passes the real `cloud-init schema` and does
+what its role needs (accounts, keys, commands)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import assert_user_error, run_cli
+
+COMPOSE = "services:\n  web:\n    image: modelserve:latest\n    ports: ['5100:5100']\n"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An operator key and a development deploy key, made by ssh-keygen."""
+    folder = tmp_path_factory.mktemp("keys")
+    made = {}
+    for name in ("operator", "deploy"):
+        path = folder / name
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test",
+                        "-f", str(path)], check=True)
+        made[name] = path.with_suffix(".pub")
+    compose = folder / "compose.yaml"
+    compose.write_text(COMPOSE)
+    made["compose"] = compose
+    return made
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess:
+    """Run cloud-init's own validator on a file."""
+    cloud_init = shutil.which("cloud-init")
+    assert cloud_init, "cloud-init is not installed (./dev installs the Debian package)"
+    return subprocess.run([cloud_init, "schema", "--config-file", str(path)],
+                          capture_output=True, text=True, check=False)
+
+
+def render(tmp_path: Path, *args: str | Path) -> tuple[str, dict]:
+    """Render through the real CLI, validate with cloud-init, and parse the YAML."""
+    result = run_cli("cloud", "user-data", *args, home=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("#cloud-config\n")
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    check = schema_check(path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Valid cloud-config" in check.stdout
+    return text, yaml.safe_load(text)
+
+
+def users(doc: dict) -> dict[str, dict]:
+    """The created accounts by name (the image's default user is kept)."""
+    assert doc["users"][0] == "default"
+    return {user["name"]: user for user in doc["users"][1:]}
+
+
+def commands(doc: dict) -> list[str]:
+    """runcmd entries as single strings, for searching."""
+    return [" ".join(entry) if isinstance(entry, list) else entry for entry in doc["runcmd"]]
+
+
+def key_text(path: Path) -> str:
+    """A public key file's line."""
+    return path.read_text().strip()
+
+
+def test_the_validator_refuses_a_broken_document(tmp_path: Path) -> None:
+    """The schema check is real: a wrong key type is refused, so a pass means something."""
+    path = tmp_path / "bad"
+    path.write_text("#cloud-config\nruncmd: 5\nusers: [{name: x, sudo: [1, 2]}]\n")
+    assert schema_check(path).returncode != 0
+
+
+def test_prod_native(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """prod: the operator has sudo; deploy serves under systemd and gets the dev's push key."""
+    text, doc = render(tmp_path, "--role", "prod", "--ssh-key", keys["operator"],
+                       "--deploy-key", keys["deploy"], "--package", "modelserve @ https://x/m.whl")
+    accounts = users(doc)
+    assert accounts["ops"]["ssh_authorized_keys"] == [key_text(keys["operator"])]
+    assert "NOPASSWD" in accounts["ops"]["sudo"]
+    # deploy has no login key of its own: only the restricted one `delivery authorize` writes.
+    assert "ssh_authorized_keys" not in accounts["deploy"]
+    assert "rabbitmq-server" in doc["packages"] and "git" in doc["packages"]
+    files = {item["path"]: item["content"] for item in doc["write_files"]}
+    unit = files["/etc/systemd/system/modelserve.service"]
+    assert "User=deploy" in unit
+    assert "ExecStart=/opt/modelserve/bin/modelserve up --host 0.0.0.0 --port 5100" in unit
+    assert files["/etc/modelserve/development-deploy-key.pub"].strip() == key_text(keys["deploy"])
+    run = commands(doc)
+    assert "/opt/modelserve/bin/pip install --quiet --disable-pip-version-check "\
+           "modelserve @ https://x/m.whl" in run
+    assert any(cmd.endswith("modelserve delivery init --web-url http://127.0.0.1:5100")
+               and cmd.startswith("runuser -u deploy") for cmd in run)
+    assert any(cmd.endswith("delivery authorize /etc/modelserve/development-deploy-key.pub")
+               for cmd in run)
+    assert run[-1] == "systemctl enable --now modelserve.service"
+    # Fast contextualization: nothing trains and nothing upgrades at boot.
+    assert "train" not in text.split("runcmd:")[1]
+    assert doc["package_upgrade"] is False
+
+
+def test_prod_without_a_deploy_key_authorizes_nobody(tmp_path: Path,
+                                                     keys: dict[str, Path]) -> None:
+    """Without --deploy-key nothing may push yet; the rest is the same."""
+    _, doc = render(tmp_path, "--role", "prod", "--ssh-key", keys["operator"],
+                    "--web-port", "8080")
+    assert not any("authorize" in cmd for cmd in commands(doc))
+    unit = doc["write_files"][0]["content"]
+    assert "--port 8080" in unit
+
+
+@pytest.mark.parametrize("source", ["path", "url"])
+def test_prod_containers(tmp_path: Path, keys: dict[str, Path], source: str) -> None:
+    """prod --containers: Docker and the compose file, workers scaled to the cores."""
+    spec = str(keys["compose"]) if source == "path" else "https://example.org/compose.yaml"
+    _, doc = render(tmp_path, "--role", "prod", "--containers", "--ssh-key", keys["operator"],
+                    "--compose-file", spec)
+    assert {"docker.io", "docker-compose"} <= set(doc["packages"])
+    assert "rabbitmq-server" not in doc["packages"]
+    run = commands(doc)
+    if source == "path":
+        assert doc["write_files"][0]["content"] == COMPOSE
+    else:
+        assert "write_files" not in doc
+        assert any(cmd.startswith("curl -fsSL") and cmd.endswith(spec) for cmd in run)
+    assert "docker-compose -f compose.yaml up -d --scale worker=$(nproc)" in run[-1]
+    assert users(doc)["ops"]["ssh_authorized_keys"] == [key_text(keys["operator"])]
+
+
+@pytest.mark.parametrize("production", ["203.0.113.7", ""])
+def test_dev(tmp_path: Path, keys: dict[str, Path], production: str) -> None:
+    """dev: a training account with a deploy key and a checkout pushing to production."""
+    args = ["--production-host", production] if production else []
+    _, doc = render(tmp_path, "--role", "dev", "--ssh-key", keys["operator"], *args)
+    accounts = users(doc)
+    assert accounts["dev"]["ssh_authorized_keys"] == [key_text(keys["operator"])]
+    assert "sudo" not in accounts["dev"]
+    run = commands(doc)
+    assert any(cmd.endswith("/opt/modelserve/bin/modelserve delivery key") for cmd in run)
+    remote = [cmd for cmd in run if "remote add" in cmd]
+    if production:
+        assert remote == ["runuser -u dev -- env HOME=/home/dev /opt/modelserve/bin/modelserve "
+                          "delivery remote add production deploy@203.0.113.7 "
+                          "--checkout /home/dev/models"]
+    else:
+        assert remote == []
+    assert "modelserve-deploy-key:" in run[-1]
+    assert "rabbitmq-server" not in doc["packages"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--role", "dev", "--containers"], "--containers is for --role prod"),
+    (["--role", "prod", "--containers"], "--containers needs --compose-file"),
+    (["--role", "dev", "--production-host", "x; rm -rf /"], "not a host name"),
+    (["--role", "prod", "--deploy-key", "BAD"], "--deploy-key: not one OpenSSH public key"),
+])
+def test_refusals(tmp_path: Path, keys: dict[str, Path], args: list[str], fragment: str) -> None:
+    """Wrong combinations get one line each."""
+    bad = tmp_path / "bad.pub"
+    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    args = [str(bad) if arg == "BAD" else arg for arg in args]
+    result = run_cli("cloud", "user-data", "--ssh-key", keys["operator"], *args, home=tmp_path,
+                     timeout=60)
+    assert_user_error(result, fragment)
