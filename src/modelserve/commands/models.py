@@ -173,3 +173,30 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
         for row in rows
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+@models.command("follow")
+@click.argument("source")
+@click.option("--every", type=click.FloatRange(0.5), default=2.0, show_default=True,
+              help="Seconds between two looks at production.")
+@click.option("--key", "ssh_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="SSH key for an rsync-over-SSH source.")
+@click.option("--once", is_flag=True, help="Look once and exit.")
+@click.pass_obj
+def follow_command(settings: Settings, source: str, every: float, ssh_key: Path | None,
+                   once: bool) -> None:
+    """Serve here the version production serves (SOURCE: its registry, as rsync names it).
+
+    For example `deploy@prod:` when production's key entry confines rsync to its registry, or
+    `deploy@prod:.local/share/modelserve/registry/`, or a local folder ending in /.
+    """
+    from modelserve.registry.follow import follow, follow_once
+
+    registry = Registry(settings.registry_dir)
+    mirror = settings.home / "mirror"
+    if once:
+        version = follow_once(source, mirror, registry, click.echo, ssh_key)
+        click.echo(f"serving {version}" if version else f"{source} serves no model yet")
+        return
+    click.echo(f"following {source} every {every:g} s")
+    follow(source, mirror, registry, click.echo, every, ssh_key)
