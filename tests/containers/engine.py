@@ -289,10 +289,10 @@ def build_image(engine: Engine, base: str, wheelhouse: Path, tag: str = IMAGE,
     """Build our image offline from a checkout (the repository); return the seconds it took."""
     staged = stage_wheels(wheelhouse, context / WHEELHOUSE.relative_to(REPO))
     argv = ["build", "-q", "-f", str(context / DOCKERFILE.relative_to(REPO)), "--build-arg",
-            f"BASE={base}", "--build-arg", "PIP_NO_INDEX=1", *flags]
+            f"BASE={base}", "--build-arg", "PIP_NO_INDEX=1"]
     try:
         started = time.monotonic()
-        engine.docker(*argv, "-t", tag, str(context), timeout=1800)
+        engine.docker(*argv, *flags, "-t", tag, str(context), timeout=1800)
         seconds = time.monotonic() - started
         # The classic builder's cache is its intermediate images: tag the last one of each
         # build stage (both fully cached now), or the prune below would take the 1.7 GB of
