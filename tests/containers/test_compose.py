@@ -27,11 +27,11 @@ def test_image_runs_as_non_root_without_compilers_or_pip_cache(engine, images):
     assert config["Config"]["User"] == "modelserve"
     assert "/var/lib/modelserve" in config["Config"]["Volumes"]
     assert config["Config"]["Healthcheck"]["Test"][-2:] == ["-m", "modelserve.health"]
-    probe = ("id -u; for tool in cc gcc; do command -v $tool && echo HAS-$tool; done; "
+    probe = ("id -u; id -g; for tool in cc gcc; do command -v $tool && echo HAS-$tool; done; "
              "ls -d /root/.cache/pip /home/modelserve/.cache/pip 2>/dev/null; echo end")
     out = engine.docker("run", "--rm", "--entrypoint", "sh", images.modelserve, "-c",
                         probe).stdout
-    assert out.split() == ["10001", "end"], out
+    assert out.split() == ["10001", "10001", "end"], out
     size = int(config["Size"]) / 2**20
     print(f"\nimage {images.modelserve}: {size:.0f} MiB; built in {images.build_seconds:.0f} s")
 
