@@ -30,8 +30,9 @@ DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE = REPO / "deploy" / "docker" / "compose.yaml"
 WHEELHOUSE = REPO / "deploy" / "docker" / "wheelhouse"
 CACHE = Path(os.environ.get("MODELSERVE_TEST_CACHE", "/var/cache/modelserve-tests"))
-# Our own ranges, away from Docker's defaults (172.17+), so that another engine on this
-# machine and ours never fight over a subnet.
+# Our own bridge and ranges, away from Docker's defaults (docker0, 172.17+): another engine
+# on this machine may use or remove docker0, and must never share a subnet with ours.
+BRIDGE = "msctbr0"
 BRIDGE_IP = "10.231.255.1/24"
 ADDRESS_POOL = "base=10.231.0.0/17,size=24"
 SUITE = "bookworm"
@@ -111,10 +112,11 @@ def start_engine(root: Path) -> Engine:
         raise EngineUnavailable("dockerd is not installed (./dev test installs docker.io)")
     root.mkdir(parents=True, exist_ok=True)
     _stop_leftover(root / "dockerd.pid")
+    _add_bridge()
     (root / "docker.sock").unlink(missing_ok=True)
     argv = ["dockerd", "--host", f"unix://{root / 'docker.sock'}",
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-            "--pidfile", str(root / "dockerd.pid"), "--bip", BRIDGE_IP,
+            "--pidfile", str(root / "dockerd.pid"), "--bridge", BRIDGE,
             "--default-address-pool", ADDRESS_POOL, "--log-level", "warn"]
     with open(root / "dockerd.log", "ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
@@ -155,16 +157,24 @@ def _stop_leftover(pidfile: Path) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def _add_bridge() -> None:
+    """Create our engine's default bridge with its address, unless it is there already."""
+    if not Path(f"/sys/class/net/{BRIDGE}").exists():
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "addr", "replace", BRIDGE_IP, "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+
+
 def stop_engine(engine: Engine, timeout: float = 30) -> None:
-    """Stop dockerd (it stops its containerd too), killing it if it hangs."""
-    if engine.process is None or engine.process.poll() is not None:
-        return
-    engine.process.send_signal(signal.SIGTERM)
-    try:
-        engine.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(engine.process.pid, signal.SIGKILL)
-        engine.process.wait(10)
+    """Stop dockerd (it stops its containerd too), killing it if it hangs; drop our bridge."""
+    if engine.process is not None and engine.process.poll() is None:
+        engine.process.send_signal(signal.SIGTERM)
+        try:
+            engine.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(engine.process.pid, signal.SIGKILL)
+            engine.process.wait(10)
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)  # noqa: S607
 
 
 # ---------------------------------------------------------------- images
