@@ -29,5 +29,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (data.data, train.train, model.model, models.models, predict.predict, up.up,
-                 up.worker, delivery.delivery, cloud.cloud):
+                 up.web, up.worker, delivery.delivery, cloud.cloud):
     main.add_command(_command)

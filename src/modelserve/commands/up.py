@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -11,7 +12,9 @@ from modelserve.errors import UserError
 from modelserve.stack.up import (
     Stack,
     StackOptions,
+    gunicorn_argv,
     interrupts_stop_the_stack,
+    redact,
     registry_hint,
     restore_default_signals,
 )
@@ -83,3 +86,24 @@ def worker(settings: Settings, name: str, loglevel: str) -> None:
         "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}",
         f"--loglevel={loglevel}", f"--hostname=modelserve-{name}-{os.getpid()}@%h",
     ])
+
+
+@click.command()
+@click.option("--host", default=DEFAULTS.host, show_default=True,
+              help="Address to listen on (0.0.0.0 in a container, to be reachable at all).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULTS.port, show_default=True)
+@click.option("--web-processes", type=click.IntRange(1, 64), default=DEFAULTS.web_processes,
+              show_default=True)
+@click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
+              show_default=True)
+@click.pass_obj
+def web(settings: Settings, host: str, port: int, web_processes: int, web_threads: int) -> None:
+    """Serve the web app under gunicorn for MODELSERVE_BROKER_URL (the workers run elsewhere)."""
+    if not settings.broker_url:
+        raise UserError("set MODELSERVE_BROKER_URL to the broker's amqp:// URL")
+    click.echo(f"web: http://{host}:{port}/ with broker {redact(settings.broker_url)}")
+    argv = gunicorn_argv(host, port, web_processes, web_threads)
+    # Become gunicorn rather than supervise it: in a container it is then PID 1's child or
+    # PID 1 itself and gets SIGTERM straight from `docker stop`, with nothing in between.
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # noqa: S606 (our own interpreter, argument list)

@@ -209,8 +209,21 @@ def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
                       f"{config.max_bytes:,} byte limit")
     archive = _git("archive", "--format=tar", commit, *where)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(out, filter="data")  # refuses links and paths leaving `out`
+        _extract(tar, out)
     return out / folder if folder else out
+
+
+def _extract(tar: tarfile.TarFile, out: Path) -> None:
+    """Extract a pushed tree, refusing links and paths that leave `out`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(out, filter="data")
+        return
+    # Python before 3.11.4 (Debian 12's python3 is 3.11.2) has no extraction filters.
+    for member in tar.getmembers():
+        inside = (out / member.name).resolve().is_relative_to(out.resolve())
+        if not inside or not (member.isfile() or member.isdir()):
+            raise Refused(f"refused: {member.name} is not a plain file in the model folder")
+    tar.extractall(out)  # noqa: S202 (every member was checked above)
 
 
 def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, bool]:

@@ -103,11 +103,7 @@ class Stack:
     def _start_web(self) -> None:
         """Start the web app under gunicorn and wait until it accepts connections."""
         o = self.options
-        argv = [sys.executable, "-m", "gunicorn", "--bind", f"{o.host}:{o.port}",
-                "--worker-class", "gthread", "--workers", str(o.web_processes),
-                "--threads", str(o.web_threads), "--graceful-timeout", "5", "--timeout", "60",
-                "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-",
-                f"modelserve.web:create_app(inline={o.inline})"]
+        argv = gunicorn_argv(o.host, o.port, o.web_processes, o.web_threads, o.inline)
         self.web = Child("web", argv, self._environment())
         self.web.start()
         wait_for_port(o.port, READY_SECONDS, self.web.process, "the web app", _probe_host(o.host))
@@ -189,6 +185,16 @@ class Stack:
         if self.broker is not None and self.broker_process is not None:
             self.broker.stop(self.broker_process)
             self.broker_process = None
+
+
+def gunicorn_argv(host: str, port: int, processes: int, threads: int,
+                  inline: bool = False) -> list[str]:
+    """The command line serving the web app under gunicorn's threaded workers."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+            "--worker-class", "gthread", "--workers", str(processes),
+            "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
+            "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-",
+            f"modelserve.web:create_app(inline={inline})"]
 
 
 def check_broker(url: str, timeout: float = 3.0) -> None:
