@@ -29,11 +29,14 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE = REPO / "deploy" / "docker" / "compose.yaml"
 WHEELHOUSE = REPO / "deploy" / "docker" / "wheelhouse"
-CACHE = Path(os.environ.get("MODELSERVE_TEST_CACHE", "/var/cache/modelserve-tests"))
+DEFAULT_CACHE = Path("/var/cache/modelserve-tests")
+CACHE = Path(os.environ.get("MODELSERVE_TEST_CACHE", DEFAULT_CACHE))
 # Our own ranges, away from Docker's defaults (172.17+), so that another engine on this
 # machine and ours never fight over a subnet.
 BRIDGE_IP = "10.231.255.1/24"
 ADDRESS_POOL = "base=10.231.0.0/17,size=24"
+# Engines of other cache directories (two runs at once) take one of these second octets.
+OTHER_OCTETS = range(232, 248)
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "git")
 BROKER_CHANGES = (
@@ -105,7 +108,26 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def start_engine(root: Path) -> Engine:
+def network_flags(cache: Path) -> list[str]:
+    """dockerd's bridge and address pool: the fixed ones for the default cache, else our own.
+
+    Two engines (two test runs with different caches) must not share the default bridge
+    `docker0` nor a subnet: another cache gets a bridge named and numbered after its path.
+    """
+    if cache.resolve() == DEFAULT_CACHE.resolve():
+        return ["--bip", BRIDGE_IP, "--default-address-pool", ADDRESS_POOL]
+    key = short_hash(str(cache.resolve()))
+    octet = OTHER_OCTETS[int(key, 16) % len(OTHER_OCTETS)]
+    bridge = f"msbr{key[:8]}"
+    if not Path(f"/sys/class/net/{bridge}").exists():
+        # dockerd takes a bridge of another name only if it exists (and then no --bip).
+        run(["ip", "link", "add", "name", bridge, "type", "bridge"])
+        run(["ip", "address", "add", f"10.{octet}.255.1/24", "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+    return ["--bridge", bridge, "--default-address-pool", f"base=10.{octet}.0.0/17,size=24"]
+
+
+def start_engine(root: Path, cache: Path = CACHE) -> Engine:
     """Start dockerd with its own socket, data and exec roots; raise EngineUnavailable if not."""
     if not shutil.which("dockerd"):
         raise EngineUnavailable("dockerd is not installed (./dev test installs docker.io)")
@@ -114,8 +136,8 @@ def start_engine(root: Path) -> Engine:
     (root / "docker.sock").unlink(missing_ok=True)
     argv = ["dockerd", "--host", f"unix://{root / 'docker.sock'}",
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-            "--pidfile", str(root / "dockerd.pid"), "--bip", BRIDGE_IP,
-            "--default-address-pool", ADDRESS_POOL, "--log-level", "warn"]
+            "--pidfile", str(root / "dockerd.pid"), *network_flags(cache),
+            "--log-level", "warn"]
     with open(root / "dockerd.log", "ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                    start_new_session=True)
