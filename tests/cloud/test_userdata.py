@@ -159,7 +159,9 @@ def test_a_wheel_mirror_without_pypi(tmp_path: Path, keys: dict[str, Path], role
                     "http://10.0.0.2:8000/wheels/", "--no-index", "--package", "modelserve")
     pip = [cmd for cmd in commands(doc) if " install " in cmd]
     assert pip == ["/opt/modelserve/bin/pip install --quiet --disable-pip-version-check "
-                   "--find-links http://10.0.0.2:8000/wheels/ --no-index modelserve"]
+                   "--find-links http://10.0.0.2:8000/wheels/ --trusted-host 10.0.0.2 "
+                   "--no-index modelserve"]
+    assert commands(doc)[0] == "set -e"  # a failed step fails cloud-init
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,11 @@ def pip_options(find_links: str, no_index: bool) -> list[str]:
         raise UserError("--no-index needs --find-links URL|DIR: pip would have nowhere to look")
     if find_links.startswith("-") or any(char.isspace() for char in find_links):
         raise UserError(f"--find-links {find_links!r}: not a URL or directory")
-    return (["--find-links", find_links] if find_links else []) + (
-        ["--no-index"] if no_index else [])
+    options = ["--find-links", find_links] if find_links else []
+    if find_links.startswith("http://"):
+        # pip ignores a plain-HTTP mirror unless told to trust its host: the operator named it.
+        options += ["--trusted-host", urllib.parse.urlsplit(find_links).hostname or ""]
+    return options + (["--no-index"] if no_index else [])
 
 
 def template_name(role: str, containers: bool) -> str:
