@@ -38,11 +38,11 @@ def mirror(engine, host_network: str, shared_data: Path, tmp_path_factory):
         yield url
 
 
-def render(tmp_path: Path, role: str, key: Path, mirror: str) -> str:
+def render(tmp_path: Path, role: str, key: Path, mirror: str, *extra: str) -> str:
     """Render a role's user-data with the real CLI, installing from the mirror only."""
     done = run_cli("cloud", "user-data", "--role", role, "--ssh-key", key.with_suffix(".pub"),
                    "--package", "modelserve", "--find-links", f"{mirror}/wheels/",
-                   "--no-index", "--dataset-url", f"{mirror}/{DATASET}", home=tmp_path,
+                   "--no-index", "--dataset-url", f"{mirror}/{DATASET}", *extra, home=tmp_path,
                    timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -108,3 +108,20 @@ def test_prod_boots_from_user_data_and_serves(fresh_host, host_key: Path, mirror
         float(expected.probabilities[0]), abs=1e-5), answer
     print(f"\nprod via NoCloud: cloud-init done {contextualized:.0f} s after start; "
           f"first prediction after {serving:.0f} s")
+
+
+def test_dev_boots_with_a_deploy_key_and_the_production_remote(fresh_host, host_key: Path,
+                                                                mirror: str,
+                                                                tmp_path: Path) -> None:
+    """cloud-init alone makes a development host: the training account, its key, the remote."""
+    started = time.monotonic()
+    user_data = render(tmp_path, "dev", host_key, mirror, "--production-host", "203.0.113.7")
+    host = fresh_host("dev", user_data=user_data)
+    contextualized = time.monotonic() - started
+    # The operator's key logs in as the training account too (the dev role allows it).
+    assert host.ssh("id", "-un", user="dev").stdout.strip() == "dev"
+    key = host.ssh("cat", ".ssh/modelserve_deploy.pub", user="dev").stdout
+    assert key.startswith("ssh-ed25519 ")
+    remote = host.ssh("git", "-C", "models", "remote", "get-url", "production", user="dev")
+    assert remote.stdout.strip().startswith("deploy@203.0.113.7")
+    print(f"\ndev via NoCloud: cloud-init done {contextualized:.0f} s after start")
