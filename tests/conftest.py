@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from containers.engine import CACHE, EngineUnavailable, exclusive, start_engine, stop_engine
 
 from modelserve.model.dataset import Dataset, load_dataset
 
@@ -71,6 +72,20 @@ def legacy_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, sh
     import_legacy(seed / "model.json", seed / "model.h5", dataset, out)
     check_bundle(out, plan_out=out / "plan.npz")  # as the registry does: scoring needs no Keras
     return out
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """Our own dockerd for the session (containers and hosts share it); skip if it cannot start."""
+    with exclusive(CACHE / "lock"):
+        try:
+            started = start_engine(CACHE / "docker")
+        except EngineUnavailable as error:
+            pytest.skip(f"the Docker engine cannot start on this machine: {error}")
+        try:
+            yield started
+        finally:
+            stop_engine(started)
 
 
 @pytest.fixture

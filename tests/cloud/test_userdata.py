@@ -152,11 +152,25 @@ def test_dev(tmp_path: Path, keys: dict[str, Path], production: str) -> None:
     assert "rabbitmq-server" not in doc["packages"]
 
 
+@pytest.mark.parametrize("role", ["prod", "dev"])
+def test_a_wheel_mirror_without_pypi(tmp_path: Path, keys: dict[str, Path], role: str) -> None:
+    """--find-links/--no-index: an air-gapped cloud installs from its own wheel mirror."""
+    _, doc = render(tmp_path, "--role", role, "--ssh-key", keys["operator"], "--find-links",
+                    "http://10.0.0.2:8000/wheels/", "--no-index", "--package", "modelserve")
+    pip = [cmd for cmd in commands(doc) if " install " in cmd]
+    assert pip == ["/opt/modelserve/bin/pip install --quiet --disable-pip-version-check "
+                   "--find-links http://10.0.0.2:8000/wheels/ --trusted-host 10.0.0.2 "
+                   "--no-index modelserve"]
+    assert commands(doc)[0] == "set -e"  # a failed step fails cloud-init
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--role", "dev", "--containers"], "--containers is for --role prod"),
     (["--role", "prod", "--containers"], "--containers needs --compose-file"),
     (["--role", "dev", "--production-host", "x; rm -rf /"], "not a host name"),
     (["--role", "prod", "--deploy-key", "BAD"], "--deploy-key: not one OpenSSH public key"),
+    (["--role", "prod", "--no-index"], "--no-index needs --find-links"),
+    (["--role", "dev", "--find-links", "--pre"], "not a URL or directory"),
 ])
 def test_refusals(tmp_path: Path, keys: dict[str, Path], args: list[str], fragment: str) -> None:
     """Wrong combinations get one line each."""

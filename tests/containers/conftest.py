@@ -1,4 +1,4 @@
-"""A private Docker engine, the images built on it, and one Compose project for the tests."""
+"""The images built on the engine (tests/conftest.py starts it) and one Compose project."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ from containers.engine import (
     CACHE,
     IMAGE,
     Engine,
-    EngineUnavailable,
     build_image,
     ensure_base_images,
     ensure_wheelhouse,
-    exclusive,
-    start_engine,
-    stop_engine,
 )
 from containers.project import Project
 from modelserve.model.runtime import ModelRuntime
@@ -33,20 +29,6 @@ class Images:
     broker: str
     modelserve: str
     build_seconds: float
-
-
-@pytest.fixture(scope="session")
-def engine():
-    """Our own dockerd for the session; skip only when it cannot start here."""
-    with exclusive(CACHE / "lock"):
-        try:
-            started = start_engine(CACHE / "docker")
-        except EngineUnavailable as error:
-            pytest.skip(f"the Docker engine cannot start on this machine: {error}")
-        try:
-            yield started
-        finally:
-            stop_engine(started)
 
 
 @pytest.fixture(scope="session")

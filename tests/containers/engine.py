@@ -29,12 +29,15 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE = REPO / "deploy" / "docker" / "compose.yaml"
 WHEELHOUSE = REPO / "deploy" / "docker" / "wheelhouse"
-CACHE = Path(os.environ.get("MODELSERVE_TEST_CACHE", "/var/cache/modelserve-tests"))
+DEFAULT_CACHE = Path("/var/cache/modelserve-tests")
+CACHE = Path(os.environ.get("MODELSERVE_TEST_CACHE", DEFAULT_CACHE))
 # Our own bridge and ranges, away from Docker's defaults (docker0, 172.17+): another engine
 # on this machine may use or remove docker0, and must never share a subnet with ours.
 BRIDGE = "msctbr0"
 BRIDGE_IP = "10.231.255.1/24"
 ADDRESS_POOL = "base=10.231.0.0/17,size=24"
+# Engines of other cache directories (two runs at once) take one of these second octets.
+OTHER_OCTETS = range(232, 248)
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "git")
 BROKER_CHANGES = (
@@ -76,6 +79,7 @@ class Engine:
 
     root: Path
     process: subprocess.Popen | None = None
+    bridge: str = BRIDGE  # removed when the engine stops
 
     @property
     def host(self) -> str:
@@ -106,22 +110,44 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def start_engine(root: Path) -> Engine:
+@dataclass(frozen=True)
+class Bridge:
+    """The bridge an engine's containers use by default, and its pool for other networks."""
+
+    name: str
+    address: str
+    pool: str
+
+
+def bridge_for(cache: Path) -> Bridge:
+    """Fixed ones for the default cache; for another cache, ones named and numbered after it.
+
+    Two engines (two test runs with different caches) must share neither a bridge nor a subnet.
+    """
+    if cache.resolve() == DEFAULT_CACHE.resolve():
+        return Bridge(BRIDGE, BRIDGE_IP, ADDRESS_POOL)
+    key = short_hash(str(cache.resolve()))
+    octet = OTHER_OCTETS[int(key, 16) % len(OTHER_OCTETS)]
+    return Bridge(f"msbr{key[:8]}", f"10.{octet}.255.1/24", f"base=10.{octet}.0.0/17,size=24")
+
+
+def start_engine(root: Path, cache: Path = CACHE) -> Engine:
     """Start dockerd with its own socket, data and exec roots; raise EngineUnavailable if not."""
     if not shutil.which("dockerd"):
         raise EngineUnavailable("dockerd is not installed (./dev test installs docker.io)")
     root.mkdir(parents=True, exist_ok=True)
     _stop_leftover(root / "dockerd.pid")
-    _add_bridge()
+    bridge = bridge_for(cache)
+    _add_bridge(bridge)
     (root / "docker.sock").unlink(missing_ok=True)
     argv = ["dockerd", "--host", f"unix://{root / 'docker.sock'}",
             "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-            "--pidfile", str(root / "dockerd.pid"), "--bridge", BRIDGE,
-            "--default-address-pool", ADDRESS_POOL, "--log-level", "warn"]
+            "--pidfile", str(root / "dockerd.pid"), "--bridge", bridge.name,
+            "--default-address-pool", bridge.pool, "--log-level", "warn"]
     with open(root / "dockerd.log", "ab") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                    start_new_session=True)
-    engine = Engine(root, process)
+    engine = Engine(root, process, bridge.name)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -157,12 +183,12 @@ def _stop_leftover(pidfile: Path) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _add_bridge() -> None:
-    """Create our engine's default bridge with its address, unless it is there already."""
-    if not Path(f"/sys/class/net/{BRIDGE}").exists():
-        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-    run(["ip", "addr", "replace", BRIDGE_IP, "dev", BRIDGE])
-    run(["ip", "link", "set", BRIDGE, "up"])
+def _add_bridge(bridge: Bridge) -> None:
+    """Create an engine's default bridge with its address, unless it is there already."""
+    if not Path(f"/sys/class/net/{bridge.name}").exists():
+        run(["ip", "link", "add", bridge.name, "type", "bridge"])
+    run(["ip", "addr", "replace", bridge.address, "dev", bridge.name])
+    run(["ip", "link", "set", bridge.name, "up"])
 
 
 def stop_engine(engine: Engine, timeout: float = 30) -> None:
@@ -174,7 +200,8 @@ def stop_engine(engine: Engine, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(engine.process.pid, signal.SIGKILL)
             engine.process.wait(10)
-    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)  # noqa: S607
+    subprocess.run(["ip", "link", "delete", engine.bridge],  # noqa: S607
+                   capture_output=True, check=False)
 
 
 # ---------------------------------------------------------------- images

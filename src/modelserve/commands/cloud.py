@@ -63,6 +63,11 @@ def userdata_options(command: Callable) -> Callable:
                      help="prod: a development server's deploy key allowed to push models."),
         click.option("--package", default=DEFAULT_PACKAGE, show_default=True, metavar="SPEC",
                      help="What pip installs: a requirement, a wheel URL or git+https://..."),
+        click.option("--find-links", default="", metavar="URL|DIR",
+                     help="pip also looks here for wheels (a wheel mirror, for air-gapped "
+                     "clouds)."),
+        click.option("--no-index", is_flag=True,
+                     help="pip takes packages from --find-links only, never from PyPI."),
         click.option("--dataset-url", default="", metavar="URL",
                      help="Where the server downloads the dataset (default: the public one)."),
         click.option("--compose-file", default="", metavar="PATH|URL",
@@ -82,6 +87,7 @@ def user_data_from(options: dict) -> UserData:
         ssh_key=_read_key(options["ssh_key_file"]),
         deploy_key=_read_key(options["deploy_key_file"]),
         production_host=options["production_host"], package=options["package"],
+        find_links=options["find_links"], no_index=options["no_index"],
         dataset_url=options["dataset_url"], compose_file=options["compose_file"],
         web_port=options["web_port"],
     )

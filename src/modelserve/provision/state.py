@@ -7,8 +7,6 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text
 
@@ -85,6 +83,10 @@ class StateDir:
                 "ansible_user": deployment.admin_user,
                 "modelserve_containers": deployment.containers,
             }
+        # PyYAML comes with the cloud extra (openstacksdk), which a server does not install: the
+        # CLI, which imports this module, must start without it.
+        import yaml
+
         text = ("# Written by `modelserve cloud up/down`; rewritten on every run.\n"
                 + yaml.safe_dump({"all": {"children": groups}}, sort_keys=False))
         self.inventory.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class UserData:
     ssh_key: str
     containers: bool = False
     package: str = DEFAULT_PACKAGE
+    find_links: str = ""
+    no_index: bool = False
     production_host: str = ""
     deploy_key: str = ""
     dataset_url: str = ""
@@ -54,6 +57,19 @@ def host_address(text: str) -> str:
     if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:-]*", text):
         raise UserError(f"--production-host {text!r}: not a host name or IP address")
     return text
+
+
+def pip_options(find_links: str, no_index: bool) -> list[str]:
+    """pip's options for where the packages come from: a wheel mirror and/or no index."""
+    if no_index and not find_links:
+        raise UserError("--no-index needs --find-links URL|DIR: pip would have nowhere to look")
+    if find_links.startswith("-") or any(char.isspace() for char in find_links):
+        raise UserError(f"--find-links {find_links!r}: not a URL or directory")
+    options = ["--find-links", find_links] if find_links else []
+    if find_links.startswith("http://"):
+        # pip ignores a plain-HTTP mirror unless told to trust its host: the operator named it.
+        options += ["--trusted-host", urllib.parse.urlsplit(find_links).hostname or ""]
+    return options + (["--no-index"] if no_index else [])
 
 
 def template_name(role: str, containers: bool) -> str:
@@ -113,6 +129,7 @@ def render(data: UserData) -> str:
         else "modelserve training",
         "deploy_key": public_key(data.deploy_key, "--deploy-key") if data.deploy_key else "",
         "package": data.package,
+        "pip_options": pip_options(data.find_links, data.no_index),
         "dataset_url": data.dataset_url,
         "production_host": host_address(data.production_host),
         "production_account": PROD_ACCOUNT,
