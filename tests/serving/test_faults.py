@@ -118,6 +118,29 @@ def test_broker_down_means_fast_503_with_retry_after_then_recovery(home):
         node.stop(broker)
 
 
+@pytest.mark.slow
+def test_after_a_quiet_broker_restart_the_first_requests_succeed(home):
+    """No request while the broker restarts: the web's old publishing connection must not
+    turn the first request after it into a 503, nor leave the web refusing (found by Ansible:
+    a config change restarts RabbitMQ, and the web then answered 503 for minutes)."""
+    node = BrokerNode(home.parent / "external-broker", free_broker_port())
+    broker = node.start()
+    wait_for_port(node.port, 60, broker, "the broker")
+    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": node.url()})
+    try:
+        stack.wait_ready(workers=1)
+        assert post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}).status == 200
+        node.stop(broker)
+        broker = node.start()
+        wait_for_port(node.port, 60, broker, "the broker")
+        stack.wait_ready(workers=1)  # the reply connection and the worker are back
+        answers = [post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}) for _ in range(10)]
+        assert [a.status for a in answers] == [200] * 10, [a.body for a in answers]
+    finally:
+        stack.stop()
+        node.stop(broker)
+
+
 def _wait_until_answering(url: str, timeout: float) -> None:
     """Poll predictions until one succeeds."""
     deadline = time.monotonic() + timeout

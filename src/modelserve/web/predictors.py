@@ -30,6 +30,8 @@ from modelserve.worker.app import PREDICT_TASK, make_celery
 log = logging.getLogger(__name__)
 # How long a request waits for the broker connection (only matters just after start-up).
 CONNECT_GRACE_SECONDS = 0.5
+ONE_IMMEDIATE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0,
+                       "interval_max": 0}
 
 
 class Unavailable(UserError):
@@ -185,11 +187,14 @@ class QueuePredictor:
                 reply_to=self._reply_queue,
                 correlation_id=correlation_id,
                 expires=max(batch.deadline - time.monotonic(), 0.1),
-                retry=False,
+                # A pooled connection from before a broker restart fails on first use while
+                # the broker is back: one immediate retry on a new connection. If the broker
+                # is really away, that fails at once too.
+                retry=True,
+                retry_policy=ONE_IMMEDIATE_RETRY,
             )
         except Exception as error:  # kombu raises many types when the broker is away
             log.warning("publishing a batch failed: %s", error)
-            self._connected.clear()
             self._finish(correlation_id, Unavailable("the message broker is not reachable"))
             return
         metrics.BATCH_ROWS.observe(len(rows))
