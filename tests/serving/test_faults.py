@@ -89,56 +89,69 @@ def test_no_answer_within_the_deadline_is_a_504_not_a_hang(home):
         assert stack.stop() == 0
 
 
-@pytest.mark.slow
-def test_broker_down_means_fast_503_with_retry_after_then_recovery(home):
-    """An external broker stops: 503 + Retry-After at once; it returns: service resumes."""
-    node = BrokerNode(home.parent / "external-broker", free_broker_port())
-    broker = node.start()
-    wait_for_port(node.port, 60, broker, "the broker")
-    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": node.url()})
+class ExternalBroker:
+    """A RabbitMQ node of the test's own, which it may stop and start again."""
+
+    def __init__(self, folder: Path):
+        self.node = BrokerNode(folder, free_broker_port())
+        self.process = None
+
+    def start(self) -> None:
+        """Start the node and wait for its port."""
+        self.process = self.node.start()
+        wait_for_port(self.node.port, 60, self.process, "the broker")
+
+    def stop(self) -> None:
+        """Stop the node."""
+        self.node.stop(self.process)
+
+
+@pytest.fixture
+def broker_and_stack(home):
+    """A stack (one worker) on an external broker the test controls."""
+    broker = ExternalBroker(home.parent / "external-broker")
+    broker.start()
+    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": broker.node.url()})
     try:
         stack.wait_ready(workers=1)
-        pids = set(stack.children())
-        node.stop(broker)
-        answers, elapsed = [], []
-        for _ in range(5):
-            started = time.monotonic()
-            answers.append(post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}))
-            elapsed.append(time.monotonic() - started)
-        assert {a.status for a in answers} == {503}, [a.body for a in answers]
-        assert all(a.headers.get("Retry-After") == "2" for a in answers)
-        assert "broker" in as_json(answers[-1])["error"]
-        assert max(elapsed) < 1.0, elapsed
-        broker = node.start()
-        wait_for_port(node.port, 60, broker, "the broker")
-        _wait_until_answering(stack.url, 60)
-        assert set(stack.children()) >= pids - {broker.pid}, "web and workers were not restarted"
+        yield broker, stack
     finally:
         stack.stop()
-        node.stop(broker)
+        broker.stop()
 
 
 @pytest.mark.slow
-def test_after_a_quiet_broker_restart_the_first_requests_succeed(home):
+def test_broker_down_means_fast_503_with_retry_after_then_recovery(broker_and_stack):
+    """An external broker stops: 503 + Retry-After at once; it returns: service resumes."""
+    broker, stack = broker_and_stack
+    pids = set(stack.children())
+    broker.stop()
+    answers, elapsed = [], []
+    for _ in range(5):
+        started = time.monotonic()
+        answers.append(post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}))
+        elapsed.append(time.monotonic() - started)
+    assert {a.status for a in answers} == {503}, [a.body for a in answers]
+    assert all(a.headers.get("Retry-After") == "2" for a in answers)
+    assert "broker" in as_json(answers[-1])["error"]
+    assert max(elapsed) < 1.0, elapsed
+    broker.start()
+    _wait_until_answering(stack.url, 60)
+    assert set(stack.children()) >= pids, "web and workers were not restarted"
+
+
+@pytest.mark.slow
+def test_after_a_quiet_broker_restart_the_first_requests_succeed(broker_and_stack):
     """No request while the broker restarts: the web's old publishing connection must not
     turn the first request after it into a 503, nor leave the web refusing (found by Ansible:
     a config change restarts RabbitMQ, and the web then answered 503 for minutes)."""
-    node = BrokerNode(home.parent / "external-broker", free_broker_port())
-    broker = node.start()
-    wait_for_port(node.port, 60, broker, "the broker")
-    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": node.url()})
-    try:
-        stack.wait_ready(workers=1)
-        assert post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}).status == 200
-        node.stop(broker)
-        broker = node.start()
-        wait_for_port(node.port, 60, broker, "the broker")
-        stack.wait_ready(workers=1)  # the reply connection and the worker are back
-        answers = [post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}) for _ in range(10)]
-        assert [a.status for a in answers] == [200] * 10, [a.body for a in answers]
-    finally:
-        stack.stop()
-        node.stop(broker)
+    broker, stack = broker_and_stack
+    assert post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}).status == 200
+    broker.stop()
+    broker.start()
+    stack.wait_ready(workers=1)  # the reply connection and the worker are back
+    answers = [post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}) for _ in range(10)]
+    assert [a.status for a in answers] == [200] * 10, [a.body for a in answers]
 
 
 def _wait_until_answering(url: str, timeout: float) -> None:

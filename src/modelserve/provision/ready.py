@@ -36,35 +36,37 @@ def _status(body: bytes) -> dict | None:
 
 def wait_for_stack(url: str, seconds: float, poll: float, say: Say) -> dict | None:
     """Poll the readiness URL until the stack answers, saying how long it has been."""
-    start = time.monotonic()
-    next_note = start + 30
-    while True:
-        status = health(url)
-        if status is not None:
-            return status
-        now = time.monotonic()
-        if now - start >= seconds:
-            return None
-        if now >= next_note:
-            say(f"waiting for {url}: {now - start:.0f} s")
-            next_note = now + 30
-        time.sleep(poll)
+    return poll_until(lambda: health(url), seconds, poll, say, f"waiting for {url}")
 
 
 def wait_for_console(read: Callable[[], str], seconds: float, poll: float,
                      say: Say) -> str | None:
     """Poll the server's console log until cloud-init's final message appears."""
+
+    def finished() -> str | None:
+        output = read() or ""
+        return output if READY_MARKER in output else None
+
+    return poll_until(finished, seconds, poll, say, "waiting for cloud-init to finish")
+
+
+def poll_until(probe: Callable[[], Any], seconds: float, poll: float, say: Say,
+               waiting: str) -> Any:
+    """Call probe until it gives something other than None, or None after `seconds`.
+
+    Says `waiting` with the time spent every 30 s, so that a long wait shows it is alive.
+    """
     start = time.monotonic()
     next_note = start + 30
     while True:
-        output = read() or ""
-        if READY_MARKER in output:
-            return output
+        result = probe()
+        if result is not None:
+            return result
         now = time.monotonic()
         if now - start >= seconds:
             return None
         if now >= next_note:
-            say(f"waiting for cloud-init to finish: {now - start:.0f} s")
+            say(f"{waiting}: {now - start:.0f} s")
             next_note = now + 30
         time.sleep(poll)
 
