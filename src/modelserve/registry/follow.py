@@ -8,14 +8,13 @@ here (checked like any `models add`) and activates it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from modelserve.errors import UserError
-from modelserve.registry.store import ACTIVE_LINK, Registry
+from modelserve.registry.store import Registry
 
 Say = Callable[[str], None]
 # What a follower copies: the stored versions and the link naming the live one. Staging areas,
@@ -35,20 +34,11 @@ def mirror_registry(source: str, mirror: Path, ssh_key: Path | None = None) -> N
         raise UserError(f"cannot copy {source}: {done.stderr.strip().splitlines()[-1:]}")
 
 
-def mirrored_active(mirror: Path) -> str | None:
-    """The version production's copied link names, or None when it serves nothing."""
-    try:
-        target = Path(os.readlink(mirror / ACTIVE_LINK))
-    except OSError:
-        return None
-    return target.name if target.parent.name == "versions" else None
-
-
 def follow_once(source: str, mirror: Path, registry: Registry, say: Say,
                 ssh_key: Path | None = None) -> str | None:
     """One round: copy, then register and activate production's active version if it moved."""
     mirror_registry(source, mirror, ssh_key)
-    version = mirrored_active(mirror)
+    version = Registry(mirror).active_version()  # the copied link, read as any registry's
     if version is None or version == registry.active_version():
         return version
     registry.add(mirror / "versions" / version, source=f"follow {source}",
