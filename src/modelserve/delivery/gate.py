@@ -34,7 +34,7 @@ from modelserve.model.dataset import load_dataset, stored_dataset
 from modelserve.model.holdout import held_out
 from modelserve.model.legacy import import_legacy
 from modelserve.model.runtime import ModelRuntime
-from modelserve.registry import Registry
+from modelserve.registry import Registry, RegistryError
 
 ZERO = "0" * 40
 PLAN_FILE = "plan.npz"
@@ -152,11 +152,15 @@ def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, sc
 def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
     """The stored version these very model files became, if they fit the live contract."""
     version = version_deployed_from(settings, files_id) if files_id else None
+    if version is None:
+        return None
     registry = Registry(settings.registry_dir)
-    if version is None or version not in {info.version for info in registry.list_versions()}:
+    try:
+        earlier = registry.get(version)
+    except RegistryError:  # no longer stored: the files are judged as a new model
         return None
     live = registry.active_version()
-    theirs = feature_names(registry.get(version).manifest)
+    theirs = feature_names(earlier.manifest)
     if live and theirs != (expected := feature_names(registry.get(live).manifest)):
         raise Refused(f"refused: {version} takes {theirs}; production's input contract is "
                       f"{expected}")
@@ -269,7 +273,8 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
              options: dict[str, str], say: Say) -> Verdict:
     """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
     registry = Registry(settings.registry_dir)
-    live = registry.get(registry.active_version()) if registry.active_version() else None
+    active = registry.active_version()
+    live = registry.get(active) if active else None
     candidate = ModelRuntime.load(bundle)
     if live is not None and feature_names(live.manifest) != candidate.features:
         raise Refused(f"refused: the model takes {candidate.features}; production's input "
