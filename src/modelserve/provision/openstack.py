@@ -175,8 +175,9 @@ class Provisioner:
             raise CloudError(f"deployment {deployment.name!r} exists (server {existing.server}, "
                              f"{existing.address or 'no address'}): "
                              f"`modelserve cloud down --name {deployment.name}` first")
-        if len(_encoded(spec.user_data)) > USER_DATA_LIMIT:
-            raise CloudError(f"the user-data is {len(_encoded(spec.user_data))} bytes in base64, "
+        encoded_size = len(_encoded(spec.user_data))
+        if encoded_size > USER_DATA_LIMIT:
+            raise CloudError(f"the user-data is {encoded_size} bytes in base64, "
                              f"over Nova's {USER_DATA_LIMIT}: fetch the compose file by URL")
         with translated_errors():
             found = self.resolve(spec)
@@ -206,10 +207,7 @@ class Provisioner:
         from openstack import exceptions as sdk
 
         name = spec.key_name or deployment.name
-        try:
-            pair = self.conn.compute.get_keypair(name)
-        except sdk.NotFoundException:
-            pair = None
+        pair = _get_or_none(self.conn.compute.get_keypair, name, sdk)
         if pair is not None:
             if pair.public_key.split()[:2] != spec.public_key.split()[:2]:
                 raise CloudError(f"keypair {name!r} exists with another key: choose --key-name")
