@@ -11,13 +11,12 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from containers.engine import CACHE, REPO
+from serving.stack_helpers import Response, post_json
 
 from hosts.mirror import serve, stage_mirror
 from hosts.testhost import TestHost, gateway, inventory
@@ -44,13 +43,9 @@ def converge(inventory_file: Path, extra: dict) -> tuple[dict[str, int], float]:
     return recap, seconds
 
 
-def predict(host: TestHost, rows: list) -> dict:
-    """A prediction from a host's port 5100."""
-    request = urllib.request.Request(f"http://{host.address}:5100/api/v1/predict",
-                                     data=json.dumps({"rows": rows}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (test host)
-        return json.load(response)
+def predict(host: TestHost, rows: list) -> Response:
+    """A prediction from a host's port 5100 (any status)."""
+    return post_json(f"http://{host.address}:5100/api/v1/predict", {"rows": rows}, 30)
 
 
 def as_dev(dev: TestHost, script: str) -> subprocess.CompletedProcess:
@@ -109,7 +104,9 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
                               "git push -q production master 2>&1")
         assert "push -> live in" in trained.stdout, trained.stdout + trained.stderr
         version = json.loads(dev.exec("cat", "/home/dev/models/manifest.json").stdout)["version"]
-        answer = predict(prod, [ROW])
+        first_answer = predict(prod, [ROW])
+        assert first_answer.status == 200, first_answer.body
+        answer = first_answer.json()
         assert answer["model_version"] == version and 0 <= answer["probabilities"][0] <= 1
 
         worker = fresh_host("worker1")
@@ -122,12 +119,12 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
     served_by, refused = Counter(), []
     deadline = time.monotonic() + 120
     while len(served_by) < 2 and time.monotonic() < deadline:
-        try:
-            answer = predict(prod, [ROW])
-        except urllib.error.HTTPError as error:
-            refused.append(f"{error.code} {error.read()[:200]!r}")
+        response = predict(prod, [ROW])
+        if response.status != 200:
+            refused.append(f"{response.status} {response.body[:200]!r}")
             time.sleep(1)
             continue
+        answer = response.json()
         assert answer["model_version"] == version
         served_by[answer["worker"].split(":")[0]] += 1
     print(f"answers by host: {dict(served_by)}; refused: {refused[:3]} ({len(refused)})")
