@@ -31,7 +31,8 @@ def mirror_registry(source: str, mirror: Path, ssh_key: Path | None = None) -> N
     done = subprocess.run([*argv, source, f"{mirror}/"], capture_output=True, text=True,  # noqa: S603
                           timeout=600, check=False)
     if done.returncode != 0:
-        raise UserError(f"cannot copy {source}: {done.stderr.strip().splitlines()[-1:]}")
+        last_line = (done.stderr.strip().splitlines() or [f"rsync exited {done.returncode}"])[-1]
+        raise UserError(f"cannot copy {source}: {last_line}")
 
 
 def follow_once(source: str, mirror: Path, registry: Registry, say: Say,
