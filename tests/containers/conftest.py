@@ -58,8 +58,7 @@ def project(engine: Engine, images: Images, shared_data: Path):
 def production_probability(legacy_bundle: Path) -> float:
     """What the production seed model answers for the test row (scored in this process)."""
     import numpy as np
-
-    from containers.project import ROW
+    from serving.stack_helpers import ROW
 
     runtime = ModelRuntime.load(legacy_bundle)
     return float(runtime.score(np.asarray([ROW], dtype=np.float32)).probabilities[0])

@@ -12,9 +12,9 @@ import time
 import pytest
 from delivery import pushes
 from delivery.gitops import commit_and_push, git
-from serving.stack_helpers import http, post_json
+from serving.stack_helpers import ROW, BoundedLoad, http, post_json
 
-from containers.project import ROW, BoundedLoad, Project
+from containers.project import Project
 
 DELIVERY_REPO = "/var/lib/modelserve/delivery/models.git"
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections import Counter
 from pathlib import Path
 
-from serving.stack_helpers import post_json
+from serving.stack_helpers import BoundedLoad
 
 from modelserve.registry import Registry
 
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 GIT_ID = ["-c", "user.name=dev", "-c", "user.email=dev@example.org"]
 
 
@@ -62,27 +60,18 @@ def registry_state(home: Path) -> tuple[str | None, list[str], int]:
             len(registry.history()))
 
 
-class Load:
-    """Requests sent throughout a push; which versions answered, and any failure."""
+class Load(BoundedLoad):
+    """One client sending predictions throughout a push: which versions answered, what failed."""
 
     def __init__(self, url: str):
-        self.url, self.versions, self.failures = url, Counter(), []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
+        super().__init__(url, threads=1, seconds=300)
 
-    def _run(self) -> None:
-        """Send predictions until stopped."""
-        while not self._stop.is_set():
-            answer = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]})
-            if answer.status == 200:
-                self.versions[answer.json()["model_version"]] += 1
-            else:
-                self.failures.append(f"{answer.status} {answer.body[:120]!r}")
+    @property
+    def versions(self) -> Counter:
+        """How many answers each model version gave."""
+        return Counter(a.body["model_version"] for a in self.answers if a.status == 200)
 
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
+    @property
+    def failures(self) -> list[str]:
+        """Every answer that was not a 200."""
+        return [f"{a.status} {str(a.body)[:120]!r}" for a in self.answers if a.status != 200]

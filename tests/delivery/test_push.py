@@ -8,11 +8,10 @@ import time
 
 import pytest
 from cli_helpers import run_cli
-from serving.stack_helpers import post_json
+from serving.stack_helpers import ROW, post_json
 
 from delivery import pushes
 from delivery.gitops import (
-    ROW,
     Load,
     commit,
     commit_and_push,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from containers.engine import CACHE, REPO
-from serving.stack_helpers import Response, post_json
+from serving.stack_helpers import ROW, Response, post_json
 
 from hosts.mirror import serve, stage_mirror
 from hosts.testhost import TestHost, gateway, inventory
@@ -24,7 +24,6 @@ from hosts.testhost import TestHost, gateway, inventory
 pytestmark = pytest.mark.slow
 
 PLAYBOOK = REPO / "deploy" / "ansible"
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                    re.MULTILINE)
 

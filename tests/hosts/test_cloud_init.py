@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 from containers.engine import CACHE
-from serving.stack_helpers import http, post_json
+from serving.stack_helpers import ROW, http, post_json
 
 from hosts.mirror import serve, stage_mirror
 from hosts.testhost import TestHost, gateway
 
 pytestmark = pytest.mark.slow
 
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 DATASET = "pima-indians-diabetes.csv"
 PORT = 5100
 SEED_DIR = "/srv/seed-model"  # where the operator copied the model in the host

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from pathlib import Path
 from modelserve.stack.rabbitmq import free_broker_port
 
 STARTUP_SECONDS = 90
+ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]  # the dataset's first patient
 
 
 def free_port() -> int:
@@ -167,3 +169,51 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@dataclass
+class Answer:
+    """One request of a load: its status and what it said."""
+
+    status: int
+    body: dict | str
+
+
+class BoundedLoad:
+    """Predictions from a few threads until stopped, or at most `seconds` or `limit` requests."""
+
+    def __init__(self, url: str, threads: int = 4, seconds: float = 60, limit: int = 20_000):
+        self.url, self.seconds, self.limit = url, seconds, limit
+        self.answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        """Send one-row predictions until told to stop or a bound is reached."""
+        deadline = time.monotonic() + self.seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]}, timeout=30)
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.body[:200].decode(errors="replace")
+            with self._lock:
+                self.answers.append(Answer(response.status, body))
+                if len(self.answers) >= self.limit:
+                    self._stop.set()
+
+    def __enter__(self) -> BoundedLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def wrong(self, probability: float, tolerance: float = 1e-4) -> list[Answer]:
+        """Answers that are not a 200 with this probability."""
+        return [a for a in self.answers if a.status != 200 or not isinstance(a.body, dict)
+                or abs(a.body["probabilities"][0] - probability) > tolerance]

@@ -9,9 +9,7 @@ import pytest
 
 from modelserve.model.dataset import FEATURES
 from serving.conftest import as_json, expected
-from serving.stack_helpers import http, post_json
-
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+from serving.stack_helpers import ROW, http, post_json
 
 
 def test_predict_rows_as_lists_match_the_active_model(stack, dataset, versions, runtimes):

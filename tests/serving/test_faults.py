@@ -14,9 +14,7 @@ from cli_helpers import run_cli
 from modelserve.stack.ports import wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
 from serving.conftest import as_json, prepare_home, version_of_seed
-from serving.stack_helpers import alive, post_json, start_stack
-
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+from serving.stack_helpers import ROW, alive, post_json, start_stack
 
 
 @pytest.fixture

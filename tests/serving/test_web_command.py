@@ -15,9 +15,7 @@ from modelserve.cli import main
 from modelserve.stack.ports import wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode
 from serving.conftest import as_json
-from serving.stack_helpers import RunningStack, free_port, post_json
-
-ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+from serving.stack_helpers import ROW, RunningStack, free_port, post_json
 
 
 def test_web_without_a_broker_url_says_so(tmp_path: Path, monkeypatch):
