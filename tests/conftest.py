@@ -10,6 +10,8 @@ from containers.engine import CACHE, EngineUnavailable, exclusive, start_engine,
 
 from modelserve.model.dataset import Dataset, load_dataset
 
+pytest_plugins = ["reliability_report"]
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_FILE = "pima-indians-diabetes.csv"
 TEST_EPOCHS = 15

@@ -171,19 +171,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+HUNG, LOST = -1, 0  # Answer.status of a request with no answer by its timeout / no answer at all
+
+
 @dataclass
 class Answer:
-    """One request of a load: its status and what it said."""
+    """One request of a load: its status (or HUNG, LOST), what it said, and how long it took."""
 
     status: int
     body: dict | str
+    seconds: float = 0.0
 
 
 class BoundedLoad:
     """Predictions from a few threads until stopped, or at most `seconds` or `limit` requests."""
 
-    def __init__(self, url: str, threads: int = 4, seconds: float = 60, limit: int = 20_000):
+    def __init__(self, url: str, threads: int = 4, seconds: float = 60, limit: int = 20_000,
+                 request_timeout: float = 30):
         self.url, self.seconds, self.limit = url, seconds, limit
+        self.request_timeout = request_timeout
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -193,15 +199,27 @@ class BoundedLoad:
         """Send one-row predictions until told to stop or a bound is reached."""
         deadline = time.monotonic() + self.seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]}, timeout=30)
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.body[:200].decode(errors="replace")
+            answer = self._one()
             with self._lock:
-                self.answers.append(Answer(response.status, body))
+                self.answers.append(answer)
                 if len(self.answers) >= self.limit:
                     self._stop.set()
+
+    def _one(self) -> Answer:
+        """One prediction; a timeout is HUNG, a connection that dies without an answer LOST."""
+        started = time.monotonic()
+        try:
+            response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]},
+                                 timeout=self.request_timeout)
+        except TimeoutError as error:
+            return Answer(HUNG, repr(error), time.monotonic() - started)
+        except OSError as error:  # refused, reset, or closed before the status line
+            return Answer(LOST, repr(error), time.monotonic() - started)
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.body[:200].decode(errors="replace")
+        return Answer(response.status, body, time.monotonic() - started)
 
     def __enter__(self) -> BoundedLoad:
         for thread in self._threads:
@@ -215,5 +233,28 @@ class BoundedLoad:
 
     def wrong(self, probability: float, tolerance: float = 1e-4) -> list[Answer]:
         """Answers that are not a 200 with this probability."""
-        return [a for a in self.answers if a.status != 200 or not isinstance(a.body, dict)
-                or abs(a.body["probabilities"][0] - probability) > tolerance]
+        return [a for a in self.answers
+                if a.status != 200 or self.wrong_answer(a, probability, tolerance)]
+
+    def tally(self, probability: float, tolerance: float = 1e-4) -> dict[str, int]:
+        """Counts for a report: sent, answered correctly, wrong, refused (by status), lost, hung."""
+        counts = {"sent": len(self.answers), "correct": 0, "wrong": 0, "lost": 0, "hung": 0}
+        for answer in self.answers:
+            if answer.status == HUNG:
+                counts["hung"] += 1
+            elif answer.status == LOST:
+                counts["lost"] += 1
+            elif answer.status != 200:
+                key = f"status {answer.status}"
+                counts[key] = counts.get(key, 0) + 1
+            elif self.wrong_answer(answer, probability, tolerance):
+                counts["wrong"] += 1
+            else:
+                counts["correct"] += 1
+        return counts
+
+    @staticmethod
+    def wrong_answer(answer: Answer, probability: float, tolerance: float = 1e-4) -> bool:
+        """Tell whether a 200 carries another probability than the expected one."""
+        return (not isinstance(answer.body, dict)
+                or abs(answer.body["probabilities"][0] - probability) > tolerance)
