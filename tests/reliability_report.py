@@ -47,7 +47,7 @@ class Report:
             self.records.append(Record(area, scenario, note, figures))
 
     def markdown(self) -> str:
-        """The report as Markdown: one table per area, columns the union of its figures."""
+        """The report as Markdown: one table per area, a row per scenario."""
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         lines = ["# Reliability and security report", "",
                  f"Written by the test suite on {when} ({platform.node()}, "
@@ -58,17 +58,14 @@ class Report:
 
 
 def _table(area: str, records: list[Record]) -> list[str]:
-    """One area's Markdown table."""
+    """One area's Markdown table: scenario, its figures as "name value" pairs, notes."""
     if not records:
         return []
-    columns: list[str] = []
-    for record in records:
-        columns += [name for name in record.figures if name not in columns]
-    rows = [f"## {area}", "", "| scenario | " + " | ".join(columns) + " | notes |",
-            "|---" * (len(columns) + 2) + "|"]
+    rows = [f"## {area}", "", "| scenario | figures | notes |", "|---|---|---|"]
     for record in sorted(records, key=lambda r: r.scenario):
-        cells = [_cell(record.figures.get(name, "")) for name in columns]
-        rows.append(f"| {record.scenario} | " + " | ".join(cells) + f" | {_cell(record.note)} |")
+        figures = " · ".join(f"{name.replace('_', ' ')} {_cell(value)}"
+                             for name, value in record.figures.items())
+        rows.append(f"| {record.scenario} | {figures} | {_cell(record.note)} |")
     return [*rows, ""]
 
 

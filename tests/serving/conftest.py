@@ -8,10 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from playwright.sync_api import sync_playwright
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
 from serving.stack_helpers import RunningStack, start_stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
 
 
 def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("production",)) -> None:
@@ -66,6 +73,19 @@ def runtimes(serving_home: Path, versions: dict[str, str]) -> dict[str, ModelRun
     registry = Registry(serving_home / "registry")
     return {version: ModelRuntime.load(registry.get(version).path)
             for version in versions.values()}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (launch() gives it a fresh profile)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 def expected(runtime: ModelRuntime, rows) -> np.ndarray:

@@ -42,9 +42,10 @@ class Response:
 
 
 def http(method: str, url: str, body: bytes | None = None, content_type: str | None = None,
-         timeout: float = 15.0) -> Response:
+         timeout: float = 15.0, headers: dict[str, str] | None = None) -> Response:
     """One HTTP request; any status is a Response, never an exception."""
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310
+    request = urllib.request.Request(url, data=body, method=method,  # noqa: S310
+                                     headers=headers or {})
     if content_type:
         request.add_header("Content-Type", content_type)
     try:

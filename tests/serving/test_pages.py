@@ -11,35 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from sklearn.metrics import accuracy_score, confusion_matrix
 
 from modelserve.model.dataset import stratified_split
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 PAGES = ("/", "/predictions", "/accuracy", "/models")
 SHOWN_DECIMALS = 1e-4
 TRACEBACK_MARKERS = ("Traceback", 'File "', "site-packages")
 
 
 # ---- the browser ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One headless Chromium for the whole session (launch() gives it a fresh profile)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
@@ -113,7 +95,8 @@ def held_out_truth(table, bundle_dir, keras_probabilities):
 
 def form_names(page: Page) -> list[str]:
     """The names of the predict form's inputs, in order."""
-    return page.eval_on_selector_all("#predict-form input", "els => els.map(e => e.name)")
+    return page.eval_on_selector_all("#predict-form input:not([type=hidden])",
+                                     "els => els.map(e => e.name)")
 
 
 def cells(page: Page, selector: str) -> list[str]:
@@ -154,7 +137,8 @@ def test_form_predicts_what_keras_computes(page, table, versions, keras_probabil
 def test_bad_form_value_is_refused_and_kept(page, table):
     """A value the browser would not let through, sent anyway: 400, a clear error, values kept."""
     page.goto("/")
-    page.eval_on_selector_all("#predict-form input", "els => els.forEach(e => e.type = 'text')")
+    page.eval_on_selector_all("#predict-form input:not([type=hidden])",
+                              "els => els.forEach(e => e.type = 'text')")
     typed = [repr(v) for v in table[0][0].tolist()]
     typed[1] = "12a"  # glucose
     names = form_names(page)
@@ -178,6 +162,7 @@ def test_non_finite_form_value_by_direct_post(page, table, value):
     names = form_names(page)
     form = dict(zip(names, [repr(v) for v in table[0][0].tolist()], strict=True))
     form[names[5]] = value
+    form["csrf_token"] = page.input_value("#predict-form input[name=csrf_token]")
     answer = page.request.post("/", form=form)
     assert answer.status == 400
     body = answer.text()

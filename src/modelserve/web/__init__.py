@@ -10,7 +10,7 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from modelserve.config import Settings, load_settings
-from modelserve.web import metrics
+from modelserve.web import csrf, metrics
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
 from modelserve.web.service import Service
@@ -18,6 +18,9 @@ from modelserve.web.service import Service
 log = logging.getLogger(__name__)
 GIL_SWITCH_SECONDS = 0.0005
 API_PREFIXES = ("/api/", "/v2", "/metrics", "/openapi.json")
+# A refused body up to this size is read and dropped, so that its sender, still sending,
+# hears the 413 instead of a broken pipe; a bigger one is cut off unread.
+DRAIN_LIMIT_BYTES = 64 << 20
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None, inline: bool = False) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(ui.blueprint)
     _install_hooks(app)
+    csrf.install(app, csrf.load_secret(settings.home), exempt_prefixes=API_PREFIXES)
     _install_error_handlers(app)
     return app
 
@@ -96,6 +100,10 @@ def _install_error_handlers(app: Flask) -> None:
     def bad_request(error: BadRequest):
         return error_response(error.status, str(error))
 
+    @app.errorhandler(csrf.CrossSiteRequest)
+    def cross_site(error: csrf.CrossSiteRequest):
+        return error_response(403, str(error))
+
     @app.errorhandler(Unavailable)
     def unavailable(error: Unavailable):
         return error_response(503, str(error), retry_after)
@@ -107,6 +115,7 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge):
         limit = request.max_content_length
+        _drain_refused_body()
         return error_response(413, f"the body is larger than the {limit} bytes allowed")
 
     @app.errorhandler(HTTPException)
@@ -119,3 +128,16 @@ def _install_error_handlers(app: Flask) -> None:
     def unexpected(error: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "internal error; the server log has the details")
+
+
+def _drain_refused_body() -> None:
+    """Read and drop the body of a refused request, if it is not absurdly large."""
+    remaining = request.content_length or 0
+    stream = request.environ.get("wsgi.input")
+    if stream is None or remaining > DRAIN_LIMIT_BYTES:
+        return
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 16))
+        if not chunk:
+            return
+        remaining -= len(chunk)
