@@ -55,7 +55,8 @@ def test_a_killed_web_worker_is_replaced_and_serving_goes_on(home, reliability):
     reliability.record(
         "Faults", "gunicorn web worker killed -9 under load",
         note=f"{LOAD_THREADS} client threads; requests in flight on the killed process have "
-             "their connection reset (no product change saves a request from SIGKILL)",
+             "their connection reset, which nothing in the server can prevent (a prediction "
+             "has no side effect: a client may send it again)",
         sent=tally["sent"], correct=tally["correct"], wrong=tally["wrong"], lost=len(lost),
         hung=tally["hung"], failed=tally["sent"] - tally["correct"],
         **{"web workers killed": 1, "in flight at the kill": len(in_flight),
