@@ -182,6 +182,13 @@ class Answer:
     status: int
     body: dict | str
     seconds: float = 0.0
+    started: float = 0.0  # time.monotonic() when it was sent
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def ended(self) -> float:
+        """time.monotonic() when its answer (or failure) came."""
+        return self.started + self.seconds
 
 
 class BoundedLoad:
@@ -213,14 +220,15 @@ class BoundedLoad:
             response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]},
                                  timeout=self.request_timeout)
         except TimeoutError as error:
-            return Answer(HUNG, repr(error), time.monotonic() - started)
+            return Answer(HUNG, repr(error), time.monotonic() - started, started)
         except OSError as error:  # refused, reset, or closed before the status line
-            return Answer(LOST, repr(error), time.monotonic() - started)
+            return Answer(LOST, repr(error), time.monotonic() - started, started)
         try:
             body = response.json()
         except ValueError:
             body = response.body[:200].decode(errors="replace")
-        return Answer(response.status, body, time.monotonic() - started)
+        return Answer(response.status, body, time.monotonic() - started, started,
+                      response.headers)
 
     def __enter__(self) -> BoundedLoad:
         for thread in self._threads:
@@ -231,6 +239,11 @@ class BoundedLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
+
+    def snapshot(self) -> list[Answer]:
+        """The answers so far (a copy, safe to read while the load runs)."""
+        with self._lock:
+            return list(self.answers)
 
     def wrong(self, probability: float, tolerance: float = 1e-4) -> list[Answer]:
         """Answers that are not a 200 with this probability."""

@@ -6,41 +6,20 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from faults import conftest as faults
+from faults.conftest import ExternalBroker, wait_for_new_workers
 
-from modelserve.stack.ports import wait_for_port
-from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
-from serving.conftest import as_json, prepare_home, version_of_seed
+from serving.conftest import as_json
 from serving.stack_helpers import ROW, alive, post_json, start_stack
 
-
-@pytest.fixture
-def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
-    """A home with the production seed model active."""
-    home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv)
-    version = version_of_seed(home, "production")
-    assert run_cli("models", "activate", version, home=home).returncode == 0
-    return home
+home = faults.home  # the fault suite's fixture: a home with the production seed model active
 
 
 def _predict_later(pool: ThreadPoolExecutor, url: str):
     """Send a prediction from another thread; the future holds its answer."""
     return pool.submit(post_json, f"{url}/api/v1/predict", {"rows": [ROW]}, 30)
-
-
-def _wait_for_new_workers(stack, old: set[int], count: int, timeout: float = 30) -> list[int]:
-    """Wait until the stack runs `count` workers, none of them in `old`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [pid for pid in stack.worker_pids() if alive(pid)]
-        if len(pids) == count and not old & set(pids):
-            return pids
-        time.sleep(0.2)
-    raise AssertionError(f"workers not replaced: {stack.worker_pids()}\n{stack.log()}")
 
 
 @pytest.mark.slow
@@ -61,7 +40,7 @@ def test_work_of_a_worker_killed_mid_task_is_done_by_another(home):
         assert [r.status for r in results] == [200, 200], [r.body for r in results]
         served_by = {as_json(r)["worker"].split(":")[1] for r in results}
         assert str(first) not in served_by
-        _wait_for_new_workers(stack, {first}, 2)  # the supervisor replaced the dead worker
+        wait_for_new_workers(stack, {first}, 2)  # the supervisor replaced the dead worker
         assert "worker 1 exited (code -9); restarting it" in stack.log()
     finally:
         assert stack.stop() == 0
@@ -85,23 +64,6 @@ def test_no_answer_within_the_deadline_is_a_504_not_a_hang(home):
         assert post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}).status == 200
     finally:
         assert stack.stop() == 0
-
-
-class ExternalBroker:
-    """A RabbitMQ node of the test's own, which it may stop and start again."""
-
-    def __init__(self, folder: Path):
-        self.node = BrokerNode(folder, free_broker_port())
-        self.process = None
-
-    def start(self) -> None:
-        """Start the node and wait for its port."""
-        self.process = self.node.start()
-        wait_for_port(self.node.port, 60, self.process, "the broker")
-
-    def stop(self) -> None:
-        """Stop the node."""
-        self.node.stop(self.process)
 
 
 @pytest.fixture
