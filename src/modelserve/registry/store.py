@@ -383,11 +383,11 @@ class Registry:
             try:
                 _write_all(fd, line)
                 os.fsync(fd)
-            except OSError:
+            except OSError as error:
                 # A full disk may take part of the line: cut it off, so the history stays
                 # whole lines (shrinking a file needs no space).
                 os.ftruncate(fd, size)
-                raise
+                raise OSError(error.errno, error.strerror, str(self._history_path)) from None
         finally:
             os.close(fd)
         if created:
