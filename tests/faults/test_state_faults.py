@@ -518,7 +518,7 @@ def test_kill_9_in_the_middle_of_add_activate_and_rollback(state_home: Path, tmp
     assert_served_well(switch_load, switch_counts)
     notes = {"add": f"an uninterrupted add took {add_seconds:.1f} s; half the kills at 5-100 % "
                     "of that, half 0-10 ms after it took the lock to publish",
-             "activate/rollback": "half the kills at 0.2-1.5 s, half 0-10 ms after it took the "
+             "activate/rollback": "half the kills at 0.2-1.5 s, half 0-5 ms after it took the "
                                   "registry lock"}
     for kind, landed, counts in (("add", adds, add_counts),
                                  ("activate/rollback", switches, switch_counts)):
@@ -605,7 +605,7 @@ def _kill_switches(home: Path, registry: Registry, production: str, development:
         else:
             while process.poll() is None and not holds_lock(process.pid, lock):
                 time.sleep(0.001)  # a tight poll: the mutation itself lasts milliseconds
-            time.sleep(rng.uniform(0, 0.01))
+            time.sleep(rng.uniform(0, 0.005))
         if not kill_9(process):
             landed["after it finished"] += 1
             continue
