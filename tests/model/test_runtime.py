@@ -69,6 +69,23 @@ def test_plan_of_another_model_is_ignored(
     assert np.abs(scores.probabilities - expected).max() <= 1e-5
 
 
+@pytest.mark.parametrize("offset", [100, 2000, 3500])
+def test_a_damaged_plan_is_ignored_and_the_model_loaded_instead(
+    legacy_bundle: Path, dataset: Dataset, tmp_path: Path, offset: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bytes overwritten in plan.npz (a bad CRC, a broken zip) mean Keras, not a crash."""
+    bundle = Path(shutil.copytree(legacy_bundle, tmp_path / "bundle"))
+    plan = bytearray((bundle / "plan.npz").read_bytes())
+    plan[offset : offset + 16] = b"\xff" * 16
+    (bundle / "plan.npz").write_bytes(plan)
+    runtime = ModelRuntime.load(bundle)
+    assert runtime.kind in ("plan", "keras")  # compiled afresh from model.keras
+    expected = _keras_outputs(bundle, dataset.features[:20])
+    assert np.abs(runtime.score(dataset.features[:20]).probabilities - expected).max() <= 1e-5
+    assert "plan.npz is damaged" in caplog.text
+
+
 def test_layers_without_a_plan_run_as_a_traced_keras_function(
     trained_bundle: Path, dataset: Dataset, tmp_path: Path
 ) -> None:

@@ -212,6 +212,28 @@ def test_rollback_walks_back_the_activations(registry: Registry, bundles: Any) -
     assert registry.active_version() == v1
 
 
+def test_fallbacks_walk_back_the_activations_and_damage_names_the_file(
+    registry: Registry, bundles: Any
+) -> None:
+    """What a worker serves when the active version cannot be loaded, and why it cannot."""
+    versions = []
+    for number in (1, 2, 3):
+        path, version = bundles.make(number)
+        registry.add(path, source="test")
+        versions.append(version)
+    v1, v2, v3 = versions
+    for version in (v1, v2, v1, v3):
+        registry.activate(version, source="cli")
+    assert registry.fallbacks(v3) == [v1, v2]  # most recent first, each once
+    assert registry.fallbacks(v1) == [v3, v2]
+    assert registry.damage(v3) is None
+    model = registry.root / "versions" / v3 / MODEL_FILE
+    model.write_bytes(b"X" + model.read_bytes()[1:])
+    damage = registry.damage(v3)
+    assert damage is not None and damage.endswith(
+        f"{v3}: {MODEL_FILE} does not match its sha256 in the manifest (corrupt?)")
+
+
 def test_a_torn_last_history_line_is_skipped_and_repaired(registry: Registry, bundles: Any) -> None:
     (path1, v1), (path2, v2) = bundles.make(1), bundles.make(2)
     registry.add(path1, source="test")
@@ -279,6 +301,23 @@ def test_a_link_changed_outside_is_recorded_as_a_recovery(registry: Registry, bu
     assert actions == [("recover", v2), ("rollback", v1)]
 
 
+def test_a_leftover_activation_link_is_removed_and_recorded(
+    registry: Registry, bundles: Any
+) -> None:
+    (path1, v1), (path2, v2) = bundles.make(1), bundles.make(2)
+    registry.add(path1, source="test")
+    registry.add(path2, source="test")
+    registry.activate(v1, source="cli")
+    os.symlink(f"versions/{v2}", registry.root / ".active-tmp-0123456789abcdef")  # then killed
+    registry.activate(v2, source="cli")
+    assert not list(registry.root.glob(".active-tmp-*"))
+    cleanup = registry.history()[-2]
+    assert (cleanup["action"], cleanup["version"], cleanup["previous"]) == ("cleanup", None, v1)
+    assert cleanup["reason"] == ("recovered: removed .active-tmp-0123456789abcdef (left by an "
+                                 "activation interrupted before its switch)")
+    assert registry.rollback(source="cli").version == v1  # replaying ignores the cleanup
+
+
 def test_a_version_renamed_in_without_its_add_event_is_recorded(
     registry: Registry, bundles: Any
 ) -> None:
@@ -321,7 +360,13 @@ def test_kill_9_in_the_middle_of_add_leaves_no_version(
     info = registry.add(path, source="retry")
     assert info.version == version
     assert staging_entries(registry) == []
-    assert [(e["action"], e["source"]) for e in registry.history()] == [("add", "retry")]
+    cleanup, add = registry.history()
+    assert (add["action"], add["source"]) == ("add", "retry")
+    # The next mutation says what it removed, in the history and to its caller.
+    staged = Path(marker.read_text()).relative_to(registry.root)
+    assert (cleanup["action"], cleanup["source"]) == ("cleanup", "recovery")
+    assert cleanup["reason"] == f"recovered: removed {staged} (left by an add that was interrupted)"
+    assert registry.recoveries == [cleanup["reason"]]
 
 
 WAITING_ADD = """

@@ -87,10 +87,19 @@ def _register(settings: Settings, bundle: Path, activate: bool, source: str, rea
     registry = open_registry(settings)
     click.echo("checking the model in a clean process and adding it to the registry ...")
     info = registry.add(bundle, source=source, reason=reason)
+    say_recoveries(registry)
     click.echo(f"registered {info.version}")
     if activate:
         registry.activate(info.version, source=source, reason=reason)
+        say_recoveries(registry)
         click.echo(f"activated {info.version}")
+
+
+def say_recoveries(registry: Registry) -> None:
+    """Print what the registry repaired after an earlier crash (also in its history)."""
+    for recovery in registry.recoveries:
+        click.echo(recovery)
+    registry.recoveries.clear()
 
 
 def format_metric(manifest: dict[str, Any], key: str, digits: int = 3) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from modelserve.commands.common import format_metric
+from modelserve.commands.common import format_metric, say_recoveries
 from modelserve.config import Settings
 from modelserve.model.bundle import read_manifest
 from modelserve.registry import Registry, RegistryError, VersionInfo
@@ -28,13 +28,25 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def list_command(settings: Settings) -> None:
-    """Show every registered version, oldest first; * marks the one being served."""
-    infos = Registry(settings.registry_dir).list_versions()
+    """Show every registered version, oldest first; * marks the one being served.
+
+    FILES says whether each version's files still match their sha256 (each file is read).
+    """
+    registry = Registry(settings.registry_dir)
+    infos = registry.list_versions()
     if not infos:
         click.echo(EMPTY_HINT)
         return
-    header = ["VERSION", "CREATED (UTC)", "ACCURACY", "ROC AUC", "SOURCE", "ACTIVE"]
-    click.echo(_table(header, [_version_row(info) for info in infos]))
+    damage = {info.version: registry.damage(info.version) for info in infos}
+    header = ["VERSION", "CREATED (UTC)", "ACCURACY", "ROC AUC", "SOURCE", "ACTIVE", "FILES"]
+    rows = [[*_version_row(info), "CORRUPT" if damage[info.version] else "ok"] for info in infos]
+    click.echo(_table(header, rows))
+    for info in infos:
+        if damage[info.version]:
+            click.echo(f"{info.version} is corrupt: {damage[info.version]}")
+    if any(damage[info.version] for info in infos if info.active):
+        click.echo("the active version is corrupt: a worker that must load it serves the most "
+                   "recent earlier activation that loads; activate an intact version")
 
 
 @models.command("add")
@@ -47,6 +59,7 @@ def add_command(settings: Settings, bundle: Path, activate_now: bool, reason: st
     registry = Registry(settings.registry_dir)
     known = _is_registered(registry, read_manifest(bundle).get("version"))
     info = registry.add(bundle, source=str(bundle.resolve()), reason=reason)
+    say_recoveries(registry)
     if known:
         click.echo(f"{info.version} is already registered; nothing added")
     else:
@@ -72,6 +85,7 @@ def rollback_command(settings: Settings, reason: str) -> None:
     registry = Registry(settings.registry_dir)
     previous = registry.active_version()
     info = registry.rollback(source="cli", reason=reason)
+    say_recoveries(registry)
     click.echo(f"rolled back: {info.version} is active (was {previous or 'nothing'})")
 
 
@@ -100,6 +114,7 @@ def _activate(registry: Registry, version: str, reason: str) -> None:
     """Activate a version and say what changed."""
     previous = registry.active_version()
     info = registry.activate(version, source="cli", reason=reason)
+    say_recoveries(registry)
     if info.version == previous:
         click.echo(f"{info.version} is already active")
     else:

@@ -22,6 +22,7 @@ from modelserve.model.runtime import example_rows, load_keras_model, plan_matche
 EXAMPLE_TOLERANCE = 1e-5
 PROBE_ROWS = 256
 REFUSED_EXIT_CODE = 3
+OS_ERROR_EXIT_CODE = 4  # the file system refused (no space for the plan?), not the model
 
 
 def check_bundle(bundle: Path, plan_out: Path | None = None) -> dict:
@@ -103,10 +104,12 @@ def check_bundle_isolated(
         raise BundleError(
             f"{bundle}: checking the model took longer than {timeout:.0f} s"
         ) from None
-    if done.returncode in (0, REFUSED_EXIT_CODE):
+    if done.returncode in (0, REFUSED_EXIT_CODE, OS_ERROR_EXIT_CODE):
         result = json.loads(done.stdout.strip().splitlines()[-1])
         if done.returncode == 0:
             return result
+        if done.returncode == OS_ERROR_EXIT_CODE:
+            raise OSError(result["errno"], result["error"], result["filename"])
         raise BundleError(result["error"])
     last = (done.stderr.strip().splitlines() or ["no message"])[-1]
     raise BundleError(f"{bundle}: the model checker crashed (exit {done.returncode}: {last})")
@@ -121,6 +124,10 @@ def _main(argv: list[str]) -> int:
     except BundleError as error:
         print(json.dumps({"error": str(error)}))
         return REFUSED_EXIT_CODE
+    except OSError as error:  # the caller re-raises it, so a full disk is reported as one
+        print(json.dumps({"errno": error.errno, "error": error.strerror or str(error),
+                          "filename": str(error.filename or bundle)}))
+        return OS_ERROR_EXIT_CODE
     return 0
 
 

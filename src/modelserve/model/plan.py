@@ -90,8 +90,11 @@ class Plan:
             "steps": [{"kind": s.kind, "activation": s.activation} for s in self.steps],
         }
         arrays = {f"s{i}_{j}": a for i, s in enumerate(self.steps) for j, a in enumerate(s.arrays)}
-        with open(path, "wb") as stream:
-            np.savez(stream, spec=np.array(json.dumps(spec)), **arrays)
+        try:
+            with open(path, "wb") as stream:
+                np.savez(stream, spec=np.array(json.dumps(spec)), **arrays)
+        except OSError as error:  # a failed write does not name its file; a full disk must
+            raise OSError(error.errno, error.strerror, str(path)) from None
 
     @classmethod
     def load(cls, path: Path) -> Plan:

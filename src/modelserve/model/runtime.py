@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from modelserve.model.plan import Plan, compile_plan
 
 PLAN_FILE = "plan.npz"
 PLAN_TOLERANCE = 1e-5
+
+log = logging.getLogger(__name__)
 
 
 class InputError(UserError):
@@ -127,6 +130,8 @@ def _cached_plan(path: Path, model_sha: str) -> Plan | None:
         return None
     try:
         plan = Plan.load(path)
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache is ignored, the model itself is the truth
+    except Exception as error:  # damaged bytes make zipfile/numpy raise many types
+        # A damaged cache is ignored: the model itself is the truth (but slower to load).
+        log.warning("%s is damaged (%s); loading the model with Keras instead", path, error)
+        return None
     return plan if plan.source_sha256 == model_sha else None

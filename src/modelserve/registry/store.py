@@ -10,11 +10,14 @@ Layout under the registry root:
 
 Readers take no lock: a version becomes visible only once complete, and the link always
 names exactly one version. The link is the truth of what is served; the history is made to
-agree with it at the start of every mutation (see _reconcile).
+agree with it at the start of every mutation (see _reconcile), which also removes what a
+killed writer left in staging/ and records that it did. A mutation the file system refuses
+(a full disk above all) is one RegistryError that says what did and did not change.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import getpass
 import json
@@ -41,6 +44,9 @@ MIN_PREFIX = 4
 _VERSION_RE = re.compile(r"[0-9a-f]{12}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{4,}")  # MIN_PREFIX hex digits or more
 _LINK_TMP_PREFIX = ".active-tmp-"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_LEFT_BY_ADD = "left by an add that was interrupted"
+_LEFT_BY_LINK = "left by an activation interrupted before its switch"
 
 Checker = Callable[[Path], None]
 Event = dict[str, Any]
@@ -77,6 +83,8 @@ class Registry:
         self._versions = self.root / "versions"
         self._staging = self.root / "staging"
         self._history_path = self.root / HISTORY_FILE
+        # What this object's mutations repaired after an earlier crash, for the user to read.
+        self.recoveries: list[str] = []
 
     # -- reading (no lock: everything visible is complete) ---------------------------------
 
@@ -138,6 +146,25 @@ class Registry:
         except FileNotFoundError:
             return []
 
+    def damage(self, version: str) -> str | None:
+        """Return why a stored version's files no longer match its manifest, or None."""
+        try:
+            verify_integrity(self._versions / version)
+        except (BundleError, OSError) as error:
+            return str(error)
+        return None
+
+    def fallbacks(self, version: str) -> list[str]:
+        """Return the stored versions active before `version`, most recent first, each once."""
+        # The activation stack rollback walks: what to serve when `version` cannot be loaded.
+        stack, _ = _activation_stack(self.history())
+        earlier: list[str] = []
+        for candidate in reversed(stack):
+            if candidate != version and candidate not in earlier:
+                if (self._versions / candidate).is_dir():
+                    earlier.append(candidate)
+        return earlier
+
     def _version_ids(self) -> list[str]:
         """Return the ids of the complete versions, sorted."""
         try:
@@ -159,6 +186,12 @@ class Registry:
         version = verify_integrity(bundle)["version"]  # cheap refusal before copying anything
         if (self._versions / version).is_dir():
             return self.get(version)
+        with self._refused(f"cannot add {bundle}", lambda: self._add_outcome(version)):
+            self._add(bundle, source, reason)
+        return self.get(version)
+
+    def _add(self, bundle: Path, source: str, reason: str) -> None:
+        """Stage, check and publish a bundle, leaving no staging directory behind."""
         with self._mutation():
             staged, owner_fd = self._new_staging()
         published = False
@@ -174,11 +207,16 @@ class Registry:
             if not published:
                 shutil.rmtree(staged, ignore_errors=True)
             os.close(owner_fd)
-        return self.get(version)
+
+    def _add_outcome(self, version: str) -> str:
+        """Say whether a failed add stored its version after all (its event then comes later)."""
+        if (self._versions / version).is_dir():
+            return f"{version} was stored; the next change records it in the history"
+        return "nothing was added"
 
     def activate(self, version: str, *, source: str, reason: str = "") -> VersionInfo:
         """Serve a registered version from now on; activating the active one changes nothing."""
-        with self._mutation():
+        with self._refused(f"cannot activate {version}", self._active_outcome), self._mutation():
             version = self.resolve(version)
             current = self.active_version()
             if version != current:
@@ -189,7 +227,7 @@ class Registry:
 
     def rollback(self, *, source: str, reason: str = "") -> VersionInfo:
         """Re-activate the version that was active before the current activation."""
-        with self._mutation() as stack:
+        with self._refused("cannot roll back", self._active_outcome), self._mutation() as stack:
             if len(stack) < 2:
                 raise RegistryError("nothing to roll back to: no earlier activation in the history")
             target, current = stack[-2], stack[-1]
@@ -207,10 +245,28 @@ class Registry:
         fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._remove_stale_staging()
-            yield self._reconcile()
+            removed = self._remove_stale_staging()
+            stack = self._reconcile()  # first: it repairs a torn history before we append
+            if removed:
+                self._append(_cleanup_event(removed, self.active_version()))
+            yield stack
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+    @contextmanager
+    def _refused(self, attempt: str, outcome: Callable[[], str]) -> Iterator[None]:
+        """Turn a file-system refusal (a full disk above all) into one line: what did not happen."""
+        try:
+            yield
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            hint = "; free some space and try again" if error.errno in _NO_SPACE else ""
+            message = f"{attempt}: {error.strerror or error}{where}; {outcome()}{hint}"
+            raise RegistryError(message) from None
+
+    def _active_outcome(self) -> str:
+        """Say what is active after a failed activation or rollback."""
+        return f"{self.active_version() or 'nothing'} is still active"
 
     def _new_staging(self) -> tuple[Path, int]:
         """Create a private staging directory, flocked so cleaners can tell its writer lives."""
@@ -226,17 +282,24 @@ class Registry:
             raise
         return staged, fd
 
-    def _remove_stale_staging(self) -> None:
-        """Delete staging entries whose writer died (the kernel dropped its flock with it)."""
-        for entry in self._staging.iterdir():
+    def _remove_stale_staging(self) -> list[str]:
+        """Delete staging entries whose writer died (the kernel dropped its flock with it).
+
+        Return the names of what was removed, relative to the registry root.
+        """
+        removed = []
+        for entry in sorted(self._staging.iterdir()):
             if entry.is_dir() and not entry.is_symlink() and _writer_alive(entry):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-        for link in self.root.glob(_LINK_TMP_PREFIX + "*"):  # killed between symlink and replace
+            removed.append(str(entry.relative_to(self.root)))
+        for link in sorted(self.root.glob(_LINK_TMP_PREFIX + "*")):  # killed before the replace
             link.unlink(missing_ok=True)
+            removed.append(link.name)
+        return removed
 
     def _stage(self, bundle: Path, staged: Path) -> str:
         """Copy a bundle's listed files, verify the copy, check it, flush it; return its version."""
@@ -313,12 +376,24 @@ class Registry:
     def _append(self, event: Event) -> None:
         """Append one event and make it durable before anything depends on it."""
         created = not self._history_path.exists()
-        with open(self._history_path, "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(event, sort_keys=True) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        line = (json.dumps(event, sort_keys=True) + "\n").encode()
+        fd = os.open(self._history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            except OSError as error:
+                # A full disk may take part of the line: cut it off, so the history stays
+                # whole lines (shrinking a file needs no space).
+                os.ftruncate(fd, size)
+                raise OSError(error.errno, error.strerror, str(self._history_path)) from None
+        finally:
+            os.close(fd)
         if created:
             fsync_dir(self.root)
+        if event.get("source") == "recovery":
+            self.recoveries.append(str(event.get("reason")))
 
 
 def _activation_stack(events: list[Event]) -> tuple[list[str], Event | None]:
@@ -372,6 +447,17 @@ def _recovery_event(real: str | None, top: str | None, last: Event | None) -> Ev
             f"{top or 'nothing'} (changed outside modelserve?)"
         )
     return dict(_event("recover", real, top, source="recovery", reason=reason), undo=undo)
+
+
+def _cleanup_event(removed: list[str], active: str | None) -> Event:
+    """Describe what killed writers left behind and a mutation removed, as a 'cleanup' event."""
+    # Not a 'recover': replaying the history ignores it, as it changed nothing that is served.
+    what = [
+        f"{name} ({_LEFT_BY_LINK if name.startswith(_LINK_TMP_PREFIX) else _LEFT_BY_ADD})"
+        for name in removed
+    ]
+    reason = f"recovered: removed {'; '.join(what)}"
+    return _event("cleanup", None, active, source="recovery", reason=reason)
 
 
 def _event(
@@ -434,6 +520,13 @@ def _writer_alive(directory: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write part and report the rest's error on the next call)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -161,4 +161,5 @@ def _output_tensors(prediction: Prediction, wanted: list[str]) -> list[dict]:
 
 def _public(status: dict) -> dict:
     """The status fields a readiness probe may show."""
-    return {key: status[key] for key in ("broker", "workers", "queue_depth", "active_version")}
+    keys = ("broker", "workers", "queue_depth", "active_version", "problem")
+    return {key: status[key] for key in keys}

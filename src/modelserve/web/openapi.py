@@ -114,7 +114,10 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
             "properties": {"ready": {"type": "boolean"}, "broker": {"type": "string"},
                            "workers": {"type": "integer", "minimum": 0},
                            "queue_depth": {"type": "integer", "minimum": 0},
-                           "active_version": {"type": "string", "nullable": True}}},
+                           "active_version": {"type": "string", "nullable": True},
+                           "problem": {"type": "string", "nullable": True, "description":
+                                       "why the active version cannot be served, if it cannot"
+                                       }}},
         **_tensor_schemas(len(features)),
         "InferRequest": {
             "type": "object", "required": ["inputs"],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,7 @@ class Service:
         self._predictor_lock = threading.Lock()
         self.accuracy_book = AccuracyBook(settings)  # per version, computed once per process
         self._manifest_cache: tuple[str | None, dict | None] = (None, None)
+        self._problem_cache: tuple[object, str | None] = (None, None)
 
     @property
     def predictor(self) -> InlinePredictor | QueuePredictor:
@@ -67,7 +70,30 @@ class Service:
         status["ready"] = bool(
             status["active_version"] and status["workers"] and status["broker"] != "unreachable"
         )
+        status["problem"] = self.active_problem()
         return status
+
+    def active_problem(self) -> str | None:
+        """Say when the active version's files are damaged, and what workers serve instead."""
+        path = self.registry.active_dir()
+        if path is None:
+            return None
+        # Hash the files again only when they change: readiness is polled often.
+        key = (path.name, _file_stamps(path))
+        if self._problem_cache[0] != key:
+            self._problem_cache = (key, self._describe_damage(path.name))
+        return self._problem_cache[1]
+
+    def _describe_damage(self, version: str) -> str | None:
+        """One line on a damaged version and the earlier one workers fall back to (if any)."""
+        damage = self.registry.damage(version)
+        if damage is None:
+            return None
+        instead = next((earlier for earlier in self.registry.fallbacks(version)
+                        if self.registry.damage(earlier) is None), None)
+        serving = (f"workers that have not loaded it serve {instead}, the most recent earlier "
+                   "activation that is intact" if instead else "no earlier version is intact")
+        return f"the active version {version} is damaged: {damage}; {serving}"
 
     def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
         """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
@@ -86,6 +112,15 @@ class Service:
         """Stop the predictor's threads."""
         if self._predictor is not None:
             self._predictor.close()
+
+
+def _file_stamps(directory: Path) -> tuple:
+    """Name, size and modification time of each file of a directory (what a rewrite changes)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+    except OSError:  # switched away and gone meanwhile: check again next time
+        return (time.monotonic(),)
 
 
 def elapsed_since(started: float) -> float:

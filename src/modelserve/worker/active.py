@@ -18,7 +18,12 @@ class NoActiveModel(UserError):
 
 
 class ActiveModel:
-    """Follow the registry's active link; one readlink per call keeps a swap within a batch."""
+    """Follow the registry's active link; one readlink per call keeps a swap within a batch.
+
+    A version that cannot be loaded (its files damaged on disk) is not served: the process
+    keeps the version it has, or, having none, loads the most recent earlier activation that
+    loads, and logs which version failed and why.
+    """
 
     def __init__(self, registry_dir: Path):
         self._registry = Registry(registry_dir)
@@ -44,17 +49,31 @@ class ActiveModel:
             return self._load(version)
 
     def _load(self, version: str) -> ModelRuntime:
-        """Load a version; on failure keep serving the previous one and say why."""
+        """Load a version; on failure keep what is loaded, or load an earlier one, and say why."""
         if self._runtime is not None and self._runtime.version == version:
             return self._runtime
         try:
             runtime = ModelRuntime.load(self._registry.get(version).path)
         except UserError as error:
-            self._failed, self.problem = version, f"cannot load {version}: {error}"
-            log.error("%s; still serving %s", self.problem, getattr(self._runtime, "version", None))
+            self._failed = version
+            self.problem = f"cannot load the active version {version}: {error}"
             if self._runtime is None:
-                raise NoActiveModel(self.problem) from None
+                self._runtime = self._load_fallback(version)
+                log.error("%s; serving %s instead, the most recent earlier activation that loads",
+                          self.problem, self._runtime.version)
+            else:
+                log.error("%s; still serving %s", self.problem, self._runtime.version)
             return self._runtime
         log.info("now serving model %s (%s)", version, runtime.kind)
         self._runtime, self._failed, self.problem = runtime, None, None
         return runtime
+
+    def _load_fallback(self, failed: str) -> ModelRuntime:
+        """Load the most recent earlier activation that loads, walking back as rollback would."""
+        for version in self._registry.fallbacks(failed):
+            try:
+                return ModelRuntime.load(self._registry.get(version).path)
+            except UserError as error:
+                log.error("cannot load the earlier version %s either: %s", version, error)
+        log.error("%s; no earlier version loads either", self.problem)
+        raise NoActiveModel(f"{self.problem}; no earlier version loads either")
