@@ -402,6 +402,27 @@ def test_a_corrupt_active_model_is_not_served_by_fresh_workers(state_home: Path,
            "answers by the previous version": by_version[development]}, **figures)
 
 
+def test_a_web_started_on_a_damaged_active_manifest_serves_the_previous_model(
+        state_home: Path):
+    """The active manifest is garbage when a web process starts: its pages and API answer with
+    the previous activation's contract and model (in-process scoring), and say what happened."""
+    from modelserve.config import load_settings
+    from modelserve.web import create_app
+
+    production, development = seeds(state_home)
+    (state_home / "registry" / "versions" / production / MANIFEST_FILE).write_text("{garbage")
+    app = create_app(load_settings({"MODELSERVE_HOME": str(state_home)}), inline=True)
+    client = app.test_client()
+    page = client.get("/")
+    answer = client.post("/api/v1/predict", json={"rows": [ROW]})
+    ready = client.get("/v2/health/ready").json
+    assert page.status_code == 200 and b"is damaged" in page.data
+    assert answer.status_code == 200, answer.json
+    assert answer.json["model_version"] == development
+    assert abs(answer.json["probabilities"][0] - Expected(state_home)(development)) < 1e-4
+    assert f"the active version {production} is damaged" in ready["problem"]
+
+
 def _corrupt_and_restart(stack: RunningStack, home: Path, registry: Registry,
                          load: BoundedLoad, production: str, development: str) -> dict:
     """Corrupt production's files, restart both workers, check what says so; then roll back."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from modelserve.config import Settings
-from modelserve.model.bundle import feature_names
+from modelserve.model.bundle import BundleError, feature_names, validate_manifest
 from modelserve.registry import Registry
 from modelserve.web import metrics
 from modelserve.web.evaluation import AccuracyBook
@@ -45,9 +45,20 @@ class Service:
         version = self.registry.active_version()
         cached_version, manifest = self._manifest_cache
         if version != cached_version:
-            manifest = self.registry.get(version).manifest if version else None
+            manifest = self._usable_manifest(version) if version else None
             self._manifest_cache = (version, manifest)
         return manifest
+
+    def _usable_manifest(self, version: str) -> dict | None:
+        """The version's manifest; if it is damaged, that of the version workers fall back to."""
+        for candidate in (version, *self.registry.fallbacks(version)):
+            manifest = self.registry.get(candidate).manifest
+            try:
+                validate_manifest(manifest)
+            except BundleError:
+                continue  # active_problem() says so on the pages and in readiness
+            return manifest
+        return None
 
     def features(self) -> list[str]:
         """The active model's input features, in order."""
