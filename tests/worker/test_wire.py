@@ -47,3 +47,17 @@ def test_a_worker_answers_a_bad_message_with_an_error_not_a_crash(active, datase
     assert "error" in score_batch(active, "%%%", 8)
     nan_row = wire.encode(np.full((1, 8), np.nan, np.float32), wire.ROWS)
     assert "not a finite number" in score_batch(active, nan_row, 8)["error"]
+
+
+class _BrokenModel:
+    """An active model whose loading fails in a way nobody planned for."""
+
+    def current(self):
+        raise RuntimeError("zipfile exploded")
+
+
+def test_an_unexpected_failure_is_an_error_reply_and_a_logged_traceback(caplog, dataset):
+    """Not only refusals: any failure answers the callers at once (503), never at the deadline."""
+    answer = score_batch(_BrokenModel(), wire.encode(dataset.features[:1], wire.ROWS), 8)
+    assert answer == {"error": "the worker failed to score this batch (its log has the details)"}
+    assert "zipfile exploded" in caplog.text and "Traceback" in caplog.text

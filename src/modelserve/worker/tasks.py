@@ -28,6 +28,9 @@ def score_batch(active: ActiveModel, rows: str, n_features: int) -> dict:
         scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
     except (UserError, ValueError) as error:  # binascii.Error is a ValueError too
         return {"error": str(error)}
+    except Exception:  # a bug or a damaged file: the callers hear it now, not at their deadline
+        log.exception("scoring a batch failed")
+        return {"error": "the worker failed to score this batch (its log has the details)"}
     return {
         "version": scores.version,
         "probabilities": wire.encode(scores.probabilities, wire.PROBABILITIES),
