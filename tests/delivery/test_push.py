@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 
 import pytest
 from cli_helpers import run_cli
@@ -59,19 +60,34 @@ def test_a_good_push_goes_live_under_load_with_no_failed_request(production, che
 BAD_PUSHES = pushes.REFUSED_KINDS
 
 
+@pytest.fixture(scope="module")
+def bad_push_tally(reliability):
+    """What the bad pushes of this module did, written to the report as one row at the end."""
+    tally: Counter = Counter()
+    yield tally
+    if tally["kinds"]:
+        reliability.record(
+            "Bad input", "bad pushes (git push on production) under load",
+            "kinds: " + ", ".join(breaker.__name__ for breaker, _ in BAD_PUSHES), **tally)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("breaker", "words"), BAD_PUSHES,
                          ids=[breaker.__name__ for breaker, _ in BAD_PUSHES])
 def test_a_bad_push_is_refused_and_changes_nothing(production, checkout, shared_data,
-                                                   breaker, words):
+                                                   breaker, words, bad_push_tally):
     """Each bad model: one `remote:` line saying why; registry and answers unchanged."""
     pushes.copy_seed(shared_data, "production", checkout)
     breaker(checkout)
     state = registry_state(production.home)
     with Load(production.url) as load:
         result = commit_and_push(checkout, f"bad: {breaker.__name__}")
-    assert result.returncode != 0
     refusal = [line for line in result.stderr.splitlines() if "refused" in line]
+    bad_push_tally.update(
+        kinds=1, refused=int(result.returncode != 0 and bool(refusal) and words in refusal[0]),
+        versions_changed=int(registry_state(production.home) != state),
+        requests=len(load.answers), requests_failed=len(load.failures))
+    assert result.returncode != 0
     assert refusal and words in refusal[0], result.stderr
     assert "Traceback" not in result.stderr and "/.gate-" not in result.stderr
     assert registry_state(production.home) == state

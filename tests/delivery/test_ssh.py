@@ -63,7 +63,8 @@ def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
 
 @pytest.mark.slow
 def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host,
-                                                                   shared_data, tmp_path):
+                                                                   shared_data, tmp_path,
+                                                                   reliability):
     """Refused and accepted pushes over real SSH; the key gets no shell and no other path."""
     host, stack, key = production_host
     production_version = registry_state(stack.home)[0]
@@ -78,14 +79,20 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     env = client.git_env()  # the test host's known_hosts; the key is the same
 
     state = registry_state(stack.home)
+    kinds = [*pushes.REFUSED_KINDS, (pushes.too_large, "byte limit")]
     with Load(stack.url) as load:
-        for breaker, words in [*pushes.REFUSED_KINDS, (pushes.too_large, "byte limit")]:
+        for breaker, words in kinds:
             pushes.copy_seed(shared_data, "production", checkout)
             breaker(checkout)
             refused = commit_and_push(checkout, breaker.__name__, env=env, remote="production")
             reason = [line for line in refused.stderr.splitlines() if "refused" in line]
             assert refused.returncode != 0 and words in reason[0], refused.stderr
             print(f"{breaker.__name__}: {reason[0].strip()}")
+    reliability.record(
+        "Bad input", "bad pushes over SSH under load",
+        "kinds: " + ", ".join(breaker.__name__ for breaker, _ in kinds), kinds=len(kinds),
+        refused=len(kinds), versions_changed=int(registry_state(stack.home) != state),
+        requests=len(load.answers), requests_failed=len(load.failures))
     assert registry_state(stack.home) == state
     assert not load.failures and set(load.versions) == {production_version}, load.versions
     (checkout / "ballast.bin").unlink()

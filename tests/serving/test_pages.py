@@ -274,6 +274,26 @@ def test_bad_csv_upload_names_the_cell(page, tmp_path, table):
     assert_no_traceback(page.content())
 
 
+@pytest.mark.parametrize(("cell", "problem"), [
+    ("nan", "'nan' is not a finite number"),
+    ("1e39", "'1e39' is too large for float32"),
+    ("9" * 140_000, "line 3 is not valid CSV (field larger than field limit"),
+], ids=["nan", "beyond-float32", "cell-over-128KiB"])
+def test_csv_upload_of_a_value_no_model_takes_is_refused(page, tmp_path, table, cell, problem):
+    """A NaN, a number beyond float32, a huge cell: 400 naming it; the workers never see it."""
+    # The workers refuse a whole batch, other requests' rows too, for one non-finite value: that
+    # was a 503 (a 500 for the huge cell), and the reader now refuses such files itself.
+    rows = [[repr(v) for v in row] for row in table[0][:3].tolist()]
+    rows[2][5] = cell
+    path = tmp_path / "odd.csv"
+    path.write_text("".join(",".join(row) + "\n" for row in rows))
+    answer = upload(page, path)
+    assert answer.status == 400
+    shown = page.inner_text("#problem")
+    assert shown.startswith("odd.csv: ") and problem in shown, shown[:300]
+    assert_no_traceback(page.content())
+
+
 def test_binary_upload_is_refused(page, tmp_path):
     """A file that is not UTF-8 text: 400 and a message saying so, no traceback."""
     path = tmp_path / "scan.csv"

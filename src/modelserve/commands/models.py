@@ -50,7 +50,9 @@ def list_command(settings: Settings) -> None:
 
 
 @models.command("add")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+# Not exists=True: click would refuse a missing path as a usage error (exit 2, three lines);
+# read_manifest says in one line what is wrong with any path that is not a bundle.
+@click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--activate", "activate_now", is_flag=True, help="Serve it right away.")
 @click.option("--reason", default="", help="Why, for the history.")
 @click.pass_obj

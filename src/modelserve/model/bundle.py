@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,14 @@ MANIFEST_FILE = "manifest.json"
 VERSION_LENGTH = 12
 MAX_MANIFEST_BYTES = 1 << 20
 REQUIRED_KEYS = ("format", "version", "created_at", "input", "output", "metrics", "files")
+KEY_TYPES = {"format": str, "version": str, "created_at": str, "input": dict, "output": dict,
+             "metrics": dict, "files": dict}
+# Feature names end up in pages, forms, CSV headers, JSON keys and terminal messages: plain
+# identifiers only, so that no name can carry markup, a template or a control character.
+FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+METRICS = ("accuracy", "roc_auc", "log_loss")  # the pages show these three
+SHOWN_CHARS = 40
 
 
 class BundleError(UserError):
@@ -44,7 +54,10 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
     """Load and structurally validate a bundle's manifest."""
     path = Path(bundle) / MANIFEST_FILE
     if not Path(bundle).is_dir():
-        raise BundleError(f"{bundle}: not a bundle directory")
+        why = "it is a file" if Path(bundle).exists() else "it does not exist"
+        raise BundleError(f"{bundle}: not a bundle directory ({why})")
+    if path.is_symlink():
+        raise BundleError(f"{bundle}: {MANIFEST_FILE} is a symbolic link; a bundle holds its files")
     if not path.is_file():
         raise BundleError(f"{bundle}: {MANIFEST_FILE} is missing")
     manifest = read_json(path, MAX_MANIFEST_BYTES)
@@ -59,28 +72,100 @@ def read_json(path: Path, max_bytes: int) -> Any:
     if path.stat().st_size > max_bytes:
         raise BundleError(f"{path}: larger than {max_bytes} bytes")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path}: not valid JSON ({error})") from None
+        # NaN, Infinity and 1e999 are not JSON, and no version could be computed over them.
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_a_number,
+                          parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError too
+        reason = str(error) if not isinstance(error, RecursionError) else "nested too deeply"
+        raise BundleError(f"{path}: not valid JSON ({reason})") from None
+
+
+def _not_a_number(name: str) -> float:
+    """Refuse NaN and Infinity, which Python's json reads but JSON does not have."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """Read a JSON number, refusing one too large for a float."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:SHOWN_CHARS]} is too large a number")
+    return number
 
 
 def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> None:
-    """Check the manifest's shape: required keys, format, features and files."""
+    """Check the manifest's shape: keys and their types, format, features, examples, files."""
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: must be a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{where}: missing {', '.join(missing)}")
+    for key, kind in KEY_TYPES.items():
+        if not isinstance(manifest[key], kind):
+            expected = "a string" if kind is str else "an object"
+            raise BundleError(f"{where}: {key} must be {expected}")
     if manifest["format"] != FORMAT:
-        raise BundleError(f"{where}: format {manifest['format']!r} is not {FORMAT!r}")
-    features = manifest["input"].get("features") if isinstance(manifest["input"], dict) else None
+        raise BundleError(f"{where}: format {_shown(manifest['format'])} is not {FORMAT!r}")
+    width = _validate_features(manifest["input"].get("features"), where)
+    _validate_examples(manifest["input"].get("examples", []), width, where)
+    _validate_metrics(manifest["metrics"], where)
+    files = manifest["files"]
+    if MODEL_FILE not in files:
+        raise BundleError(f"{where}: files must list {MODEL_FILE}")
+    for name, recorded in files.items():
+        if not isinstance(recorded, dict) or not SHA256.fullmatch(str(recorded.get("sha256"))):
+            raise BundleError(f"{where}: files.{_shown(name)} needs the file's sha256")
+
+
+def _validate_features(features: Any, where: Path | str) -> int:
+    """Check the input features: named by distinct plain identifiers; return how many."""
     if not isinstance(features, list) or not features:
         raise BundleError(f"{where}: input.features must be a non-empty list")
     if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in features):
         raise BundleError(f"{where}: every input feature needs a name")
-    files = manifest["files"]
-    if not isinstance(files, dict) or MODEL_FILE not in files:
-        raise BundleError(f"{where}: files must list {MODEL_FILE}")
+    names = [feature["name"] for feature in features]
+    for name in names:
+        if not FEATURE_NAME.fullmatch(name):
+            raise BundleError(f"{where}: feature name {_shown(name)} is not a plain name "
+                              "(letters, digits and _, at most 64, not starting with a digit)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BundleError(f"{where}: feature {', '.join(repeated[:3])} is named more than once")
+    return len(names)
+
+
+def _validate_examples(examples: Any, width: int, where: Path | str) -> None:
+    """Check the example rows: each `width` numbers and the probability the model gave."""
+    if not isinstance(examples, list):
+        raise BundleError(f"{where}: input.examples must be a list")
+    for index, example in enumerate(examples):
+        values = example.get("values") if isinstance(example, dict) else None
+        probability = example.get("probability") if isinstance(example, dict) else None
+        if not (isinstance(values, list) and len(values) == width
+                and all(_is_number(value) for value in values)
+                and _is_number(probability) and 0 <= probability <= 1):
+            raise BundleError(f"{where}: input.examples[{index}] must hold {width} numbers as "
+                              "values and a probability between 0 and 1")
+
+
+def _validate_metrics(metrics: dict, where: Path | str) -> None:
+    """Check the held-out metrics the pages show are numbers (ROC AUC may be undefined)."""
+    for name in METRICS:
+        value = metrics.get(name)
+        undefined_auc = name == "roc_auc" and name in metrics and value is None
+        if not (_is_number(value) or undefined_auc):
+            raise BundleError(f"{where}: metrics.{name} must be a number")
+
+
+def _is_number(value: Any) -> bool:
+    """Tell whether a JSON value is a number (not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """Show a value from a manifest in a message: one line, cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def feature_names(manifest: dict[str, Any]) -> list[str]:
@@ -108,6 +193,8 @@ def _verify_file(bundle: Path, name: str, recorded: Any) -> None:
     if Path(name).name != name or name.startswith("."):
         raise BundleError(f"{bundle}: file name {name!r} in the manifest is not a plain name")
     path = bundle / name
+    if path.is_symlink():  # it may point anywhere: at another bundle's model, or /etc/shadow
+        raise BundleError(f"{bundle}: {name} is a symbolic link; a bundle holds its files")
     if not path.is_file():
         raise BundleError(f"{bundle}: {name} is missing")
     if not isinstance(recorded, dict) or sha256_file(path) != recorded.get("sha256"):

@@ -20,6 +20,7 @@ from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, ModelRuntime
 
 BLOCK_BYTES = 4 << 20
+SHOWN_CHARS = 40  # of a bad cell, in a message
 OUTPUT_COLUMNS = ("probability", "label", "model_version")
 
 Progress = Callable[[int], None]
@@ -27,11 +28,14 @@ Progress = Callable[[int], None]
 
 def read_header(path: Path, features: list[str]) -> list[str] | None:
     """Return the file's header row, or None when its first row is all numbers."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as stream:
-            first = next(csv.reader(stream), None)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: the file is not UTF-8 text") from None
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream)
+        try:
+            first = next(reader, None)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: the file is not UTF-8 text") from None
+        except csv.Error as error:  # a cell over csv.field_size_limit(), for one
+            raise InputError(f"{path}: line {reader.line_num} is not valid CSV ({error})") from None
     if first is None:
         raise InputError(f"{path}: the file is empty")
     if all(_is_number(cell) for cell in first):
@@ -39,6 +43,9 @@ def read_header(path: Path, features: list[str]) -> list[str] | None:
     missing = [name for name in features if name not in first]
     if missing:
         raise InputError(f"{path}: the header row lacks {', '.join(missing)}")
+    repeated = [name for name in features if first.count(name) > 1]
+    if repeated:  # which of the columns would be scored?
+        raise InputError(f"{path}: the header row names {', '.join(repeated)} more than once")
     return first
 
 
@@ -105,7 +112,12 @@ def _batch_matrix(batch: pa.RecordBatch, features: list[str]) -> np.ndarray:
     columns = [batch.column(name) for name in features]
     if any(column.null_count for column in columns):
         raise InputError("empty cell")  # replaced by first_bad_cell's precise message
-    return np.column_stack([column.to_numpy(zero_copy_only=False) for column in columns])
+    matrix = np.column_stack([column.to_numpy(zero_copy_only=False) for column in columns])
+    # Arrow reads "nan", "inf" and 1e39 (beyond float32) as numbers. The scorer may be the
+    # workers, which refuse a whole batch, other requests' rows too, for one such value.
+    if not np.isfinite(matrix).all():
+        raise InputError("not a finite number")  # replaced by first_bad_cell's message too
+    return matrix
 
 
 def first_bad_cell(path: Path, features: list[str], header: list[str] | None) -> str:
@@ -113,26 +125,38 @@ def first_bad_cell(path: Path, features: list[str], header: list[str] | None) ->
     positions = [header.index(name) for name in features] if header else list(range(len(features)))
     width = len(header) if header else len(features)
     with open(path, encoding="utf-8-sig", newline="", errors="replace") as stream:
-        for line_number, row in enumerate(csv.reader(stream), start=1):
-            if header is not None and line_number == 1:
-                continue
-            if len(row) != width:
-                return f"{path}: row {line_number}: expected {width} columns, found {len(row)}"
-            for name, position in zip(features, positions, strict=True):
-                problem = _cell_problem(row[position])
+        reader = csv.reader(stream)
+        try:
+            for number, row in enumerate(reader, start=1):
+                is_header = header is not None and number == 1
+                problem = None if is_header else _row_problem(row, width, features, positions)
                 if problem:
-                    return f"{path}: row {line_number}, column {position + 1} ({name}): {problem}"
+                    return f"{path}: row {number}{problem}"
+        except csv.Error as error:  # a cell over csv.field_size_limit(), for one
+            return f"{path}: line {reader.line_num} is not valid CSV ({error})"
     return f"{path}: the file is not valid CSV"
+
+
+def _row_problem(row: list[str], width: int, features: list[str], positions: list[int]) -> str:
+    """Describe what is wrong with a row (after its number in a message), or ''."""
+    if len(row) != width:
+        return f": expected {width} columns, found {len(row)}"
+    for name, position in zip(features, positions, strict=True):
+        problem = _cell_problem(row[position])
+        if problem:
+            return f", column {position + 1} ({name}): {problem}"
+    return ""
 
 
 def _cell_problem(cell: str) -> str | None:
     """Say what is wrong with a cell, or None if it is a finite number."""
+    shown = repr(cell.strip()[:SHOWN_CHARS])
     if not cell.strip():
         return "empty"
     if not _is_number(cell):
-        return f"{cell.strip()[:40]!r} is not a number"
+        return f"{shown} is not a number"
     if not math.isfinite(float(cell)):
-        return f"{cell.strip()!r} is not a finite number"
+        return f"{shown} is not a finite number"
     if abs(float(cell)) > FLOAT32_MAX:
-        return f"{cell.strip()!r} is too large for float32"
+        return f"{shown} is too large for float32"
     return None

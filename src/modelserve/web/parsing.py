@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from modelserve.model.dataset import FLOAT32_MAX
 JSON_TYPES = ("application/json",)
 V2_DATATYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
                 "UINT32", "UINT64")
+SHOWN_CHARS = 40  # of a value echoed in a message: enough to recognise it, never the whole body
+SHOWN_NAMES = 3
 
 
 class BadRequest(UserError):
@@ -46,6 +49,9 @@ def parse_json(body: bytes, content_type: str | None, max_bytes: int) -> Any:
     except json.JSONDecodeError as error:
         where = f"line {error.lineno} column {error.colno}"
         raise BadRequest(f"malformed JSON: {error.msg} at {where}") from None
+    except ValueError:  # Python refuses to read integers longer than this, JSON has no limit
+        raise BadRequest(
+            f"a number in the JSON has more than {sys.get_int_max_str_digits()} digits") from None
     except RecursionError:
         raise BadRequest("the JSON is nested too deeply") from None
 
@@ -53,24 +59,34 @@ def parse_json(body: bytes, content_type: str | None, max_bytes: int) -> Any:
 def _number(value: Any, where: str) -> float:
     """Accept a finite int or float (not a bool, not a string)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        shown = json.dumps(value)[:40] if _jsonable(value) else type(value).__name__
-        raise BadRequest(f"{where}: {shown} is not a number")
+        raise BadRequest(f"{where}: {_shown(value)} is not a number")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
-        raise BadRequest(f"{where}: {value} is not a finite number within float32 range")
+        raise BadRequest(f"{where}: {_shown(value)} is not a finite number within float32 range")
     return number
 
 
-def _jsonable(value: Any) -> bool:
-    """Tell whether a value can be shown back as JSON."""
+def _shown(value: Any) -> str:
+    """Show a value from the request in a message: as JSON, on one line, cut short."""
     try:
-        json.dumps(value)
+        text = json.dumps(value)
     except (TypeError, ValueError):
-        return False
-    return True
+        text = type(value).__name__
+    return _cut(text)
+
+
+def _cut(text: str) -> str:
+    """Cut a text to SHOWN_CHARS characters."""
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _names(keys: list[str]) -> str:
+    """List a few of the client's field names for a message (it may send thousands)."""
+    shown = ", ".join(_cut(repr(key)) for key in keys[:SHOWN_NAMES])
+    return shown + (f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else "")
 
 
 def _check_count(count: int, max_rows: int) -> None:
@@ -78,7 +94,8 @@ def _check_count(count: int, max_rows: int) -> None:
     if count == 0:
         raise BadRequest("no rows: send at least one")
     if count > max_rows:
-        raise BadRequest(f"{count} rows is more than the {max_rows} allowed in one request", 413)
+        raise BadRequest(
+            f"{_shown(count)} rows is more than the {max_rows} allowed in one request", 413)
 
 
 def rows_from_v1(payload: Any, features: list[str], max_rows: int) -> np.ndarray:
@@ -87,7 +104,7 @@ def rows_from_v1(payload: Any, features: list[str], max_rows: int) -> np.ndarray
         raise BadRequest('send a JSON object {"rows": [[...8 numbers...], ...]}')
     unknown = sorted(set(payload) - {"rows"})
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        raise BadRequest(f"unknown field(s): {_names(unknown)}")
     rows = payload["rows"]
     if not isinstance(rows, list):
         raise BadRequest('"rows" must be a list')
@@ -103,7 +120,7 @@ def _row(row: Any, index: int, features: list[str]) -> list[float]:
         extra = sorted(set(row) - set(features))
         if missing or extra:
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-                [f"unknown {', '.join(map(repr, extra))}"] if extra else [])
+                [f"unknown {_names(extra)}"] if extra else [])
             raise BadRequest(f"{where}: {'; '.join(parts)}")
         return [_number(row[name], f"{where}.{name}") for name in features]
     if not isinstance(row, list):
@@ -129,13 +146,14 @@ def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.n
             raise BadRequest(f"inputs[0] lacks {key!r}")
     _check_types(tensor, "inputs[0]", {"name": str, "parameters": dict})
     if tensor["datatype"] not in V2_DATATYPES:
-        raise BadRequest(f"inputs[0].datatype {tensor['datatype']!r} is not numeric")
+        raise BadRequest(f"inputs[0].datatype {_shown(tensor['datatype'])} is not numeric")
     shape = tensor["shape"]
     if not (isinstance(shape, list) and len(shape) == 2 and all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
         raise BadRequest("inputs[0].shape must be [rows, features]")
     if shape[1] != len(features):
-        raise BadRequest(f"inputs[0].shape {shape}: the model takes {len(features)} features")
+        raise BadRequest(
+            f"inputs[0].shape {_shown(shape)}: the model takes {len(features)} features")
     _check_count(shape[0], max_rows)
     values = _flatten(tensor["data"], len(features))
     if len(values) != shape[0] * shape[1]:
