@@ -115,3 +115,7 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     assert git("fetch", "-q", "origin", cwd=checkout, env=env).returncode == 0
     stranger = host.client(_new_key(tmp_path / "stranger"))
     assert stranger.git("ls-remote", f"root@{host.address}:{repo}").returncode != 0
+    reliability.record(
+        "Security", "the deploy key over real SSH", pushes_accepted=1, attempts_refused=4,
+        note="a shell, a command (cat /etc/shadow), another repository path and a stranger's "
+             "key refused; fetch of the models repository allowed")

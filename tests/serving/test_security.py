@@ -283,3 +283,22 @@ def test_a_browser_uploading_too_big_a_file_reads_the_413_page(browser, stack, t
         assert "larger than the 16777216 bytes allowed" in page.content()
     finally:
         context.close()
+
+
+HEADER_PATHS = ["/", "/predictions", "/accuracy", "/models", "/no-such-page", "/v2/health/ready",
+                "/api/v1/nothing", "/openapi.json", "/metrics"]
+
+
+def test_every_answer_carries_the_security_headers(stack, reliability):
+    """Pages, error pages, API answers: nosniff, no framing, no referrer, a strict CSP."""
+    from modelserve.web import SECURITY_HEADERS
+
+    for path in HEADER_PATHS:
+        answer = http("GET", f"{stack.url}{path}")
+        missing = {name: value for name, value in SECURITY_HEADERS.items()
+                   if answer.headers.get(name) != value}
+        assert not missing, (path, answer.status, missing)
+    refused = post_form(stack, patient())
+    assert refused.status == 403 and refused.headers.get("X-Frame-Options") == "DENY"
+    reliability.record("Security", "security headers", answers_checked=len(HEADER_PATHS) + 1,
+                       missing=0, note=", ".join(SECURITY_HEADERS))

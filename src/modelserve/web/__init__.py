@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 
@@ -43,10 +44,18 @@ def create_app(settings: Settings | None = None, inline: bool = False) -> Flask:
 
     app.register_blueprint(api.blueprint)
     app.register_blueprint(ui.blueprint)
+    app.jinja_env.filters["metric"] = format_metric
     _install_hooks(app)
     csrf.install(app, csrf.load_secret(settings.home), exempt_prefixes=API_PREFIXES)
     _install_error_handlers(app)
     return app
+
+
+def format_metric(value: object, digits: int = 4) -> str:
+    """A metric for a page: the number, or a dash when it is undefined (e.g. one class only)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "–"
 
 
 def service() -> Service:
