@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,18 @@ _REPORT = Report()
 def reliability() -> Report:
     """The session's report; see the module docstring."""
     return _REPORT
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest, reliability: Report):
+    """Count a property test's examples, accepted and refused; recorded under "Bad input" as
+    "<the module's TALLY_SUBJECT>: <scenario>" when the test ends (set scenario, note)."""
+    counts: Counter = Counter()
+    yield counts
+    scenario, note = counts.pop("scenario"), counts.pop("note", "")
+    reliability.record("Bad input", f"{request.module.TALLY_SUBJECT}: {scenario}", note,
+                       examples=counts["examples"], accepted=counts["accepted"],
+                       refused=counts["refused"], other_exceptions=0)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -13,11 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +23,7 @@ from modelserve.model.csvfile import score_csv
 from modelserve.model.dataset import FEATURES
 from modelserve.model.runtime import InputError, ModelRuntime, Scores
 
+TALLY_SUBJECT = "CSV reader"  # the report rows of this module's properties
 NAMES = list(FEATURES)
 MAX_MESSAGE = 200  # after the file's path
 WEIGHTS = np.linspace(-1e-3, 1e-3, len(NAMES), dtype=np.float32)
@@ -87,16 +86,6 @@ def read_output(out_path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(out_path.read_text())))
 
 
-@pytest.fixture
-def tally(reliability):
-    """Count a property's examples and outcomes; write them to the report at the end."""
-    counts: Counter = Counter()
-    yield counts
-    scenario = counts.pop("scenario")
-    note = counts.pop("note", "")
-    reliability.record("Bad input", f"CSV reader: {scenario}", note,
-                       examples=counts["examples"], accepted=counts["accepted"],
-                       refused=counts["refused"], other_exceptions=0)
 
 
 # ---- strategies -----------------------------------------------------------------------------

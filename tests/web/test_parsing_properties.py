@@ -14,13 +14,13 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelserve.model.dataset import FEATURES, FLOAT32_MAX
 from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1, rows_from_v2
 
+TALLY_SUBJECT = "request parsing"  # the report rows of this module's properties
 NAMES = list(FEATURES)
 MAX_ROWS = 40
 MAX_BYTES = 1 << 16
@@ -173,16 +173,6 @@ def refused(call, *args) -> BadRequest | None:
     return None
 
 
-@pytest.fixture
-def tally(reliability):
-    """Count a property's examples and outcomes; write them to the report at the end."""
-    counts: Counter = Counter()
-    yield counts
-    scenario = counts.pop("scenario")
-    note = counts.pop("note", "")
-    reliability.record("Bad input", f"request parsing: {scenario}", note,
-                       examples=counts["examples"], accepted=counts["accepted"],
-                       refused=counts["refused"], other_exceptions=0)
 
 
 def count(tally: Counter, error: BadRequest | None) -> None:
