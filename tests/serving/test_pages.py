@@ -162,7 +162,7 @@ def test_non_finite_form_value_by_direct_post(page, table, value):
     names = form_names(page)
     form = dict(zip(names, [repr(v) for v in table[0][0].tolist()], strict=True))
     form[names[5]] = value
-    form["csrf_token"] = page.input_value("#predict-form input[name=csrf_token]")
+    form["csrf-token"] = page.input_value("#predict-form input[name=csrf-token]")
     answer = page.request.post("/", form=form)
     assert answer.status == 400
     body = answer.text()

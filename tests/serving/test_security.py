@@ -17,7 +17,7 @@ from modelserve.web import csrf
 from serving.stack_helpers import ROW, RunningStack, http
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN_FIELD = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
+TOKEN_FIELD = re.compile(r'name="csrf-token" value="([0-9a-f]{64})"')
 FEATURES = ("pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi",
             "diabetes_pedigree", "age")
 
@@ -46,7 +46,7 @@ def post_form(stack: RunningStack, fields: dict[str, str], cookie: str | None = 
 def patient(token: str | None = None) -> dict[str, str]:
     """The predict form filled with the dataset's first patient (and a token if given)."""
     fields = {name: str(value) for name, value in zip(FEATURES, ROW, strict=True)}
-    return fields | ({"csrf_token": token} if token else {})
+    return fields | ({csrf.FIELD: token} if token else {})
 
 
 def test_form_posts_need_this_sites_token(stack, reliability):
@@ -250,7 +250,7 @@ def test_uploads_over_the_limit_are_refused_with_413(stack, reliability):
     """A CSV upload over max_upload_bytes (16 MiB) and an API body over max_body_bytes: 413."""
     nonce, token = form_session(stack)
     boundary = "modelservetest"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{csrf.FIELD}\"\r\n\r\n"
             f"{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
             "filename=\"big.csv\"\r\nContent-Type: text/csv\r\n\r\n").encode()
     line = (",".join(map(str, ROW)) + "\n").encode()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, request
 
 COOKIE = "modelserve_csrf"
-FIELD = "csrf_token"
+FIELD = "csrf-token"  # not an identifier, so no feature (form field) can take its name
 KEY_FILE = "web-secret"  # the name of the file holding the signing key
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 TRUSTED_SITES = frozenset({"same-origin", "none"})  # "none": typed or bookmarked by the user
@@ -82,7 +82,7 @@ def install(app: Flask, secret: bytes, exempt_prefixes: tuple[str, ...]) -> None
 
     @app.context_processor
     def token_for_templates() -> dict:
-        return {"csrf_token": lambda: _token(secret)}
+        return {"csrf_field": FIELD, "csrf_token": lambda: _token(secret)}
 
 
 def _from_this_origin() -> bool:
