@@ -12,6 +12,7 @@ import click
 
 from modelserve.config import Settings
 from modelserve.model.dataset import Dataset, load_dataset, stored_dataset
+from modelserve.model.metrics import format_value
 from modelserve.registry import Registry
 
 
@@ -105,10 +106,7 @@ def say_recoveries(registry: Registry) -> None:
 def format_metric(manifest: dict[str, Any], key: str, digits: int = 3) -> str:
     """Format a held-out metric from the manifest, or '-' when it is not a number."""
     metrics = manifest.get("metrics")
-    value = metrics.get(key) if isinstance(metrics, dict) else None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:.{digits}f}"
-    return "-"
+    return format_value(metrics.get(key) if isinstance(metrics, dict) else None, digits)
 
 
 def describe_metrics(manifest: dict) -> str:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 LOG_LOSS_EPSILON = 1e-7
+
+
+def format_value(value: object, digits: int, undefined: str = "-") -> str:
+    """A metric as text: a finite number with `digits` decimals, anything else `undefined`."""
+    # roc_auc is null when the held-out rows hold one class only.
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return undefined
 
 
 def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:

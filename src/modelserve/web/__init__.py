@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 
@@ -11,6 +10,7 @@ from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from modelserve.config import Settings, load_settings
+from modelserve.model.metrics import format_value
 from modelserve.web import csrf, metrics
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
@@ -53,9 +53,7 @@ def create_app(settings: Settings | None = None, inline: bool = False) -> Flask:
 
 def format_metric(value: object, digits: int = 4) -> str:
     """A metric for a page: the number, or a dash when it is undefined (e.g. one class only)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return "–"
+    return format_value(value, digits, undefined="–")
 
 
 def service() -> Service:
