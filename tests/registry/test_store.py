@@ -192,13 +192,18 @@ def test_the_checker_output_is_stored_with_the_version(
     assert (info.path / "plan.npz").read_bytes() == b"derived"
 
 
-def test_rollback_walks_back_the_activations(registry: Registry, bundles: Any) -> None:
+def _add_three(registry: Registry, bundles: Any) -> list[str]:
+    """Add bundles 1, 2 and 3; return their versions in that order."""
     versions = []
     for number in (1, 2, 3):
         path, version = bundles.make(number)
         registry.add(path, source="test")
         versions.append(version)
-    v1, v2, v3 = versions
+    return versions
+
+
+def test_rollback_walks_back_the_activations(registry: Registry, bundles: Any) -> None:
+    v1, v2, v3 = _add_three(registry, bundles)
     with pytest.raises(RegistryError, match="^nothing to roll back to"):
         registry.rollback(source="cli")
     for version in (v1, v2, v3):
@@ -216,12 +221,7 @@ def test_fallbacks_walk_back_the_activations_and_damage_names_the_file(
     registry: Registry, bundles: Any
 ) -> None:
     """What a worker serves when the active version cannot be loaded, and why it cannot."""
-    versions = []
-    for number in (1, 2, 3):
-        path, version = bundles.make(number)
-        registry.add(path, source="test")
-        versions.append(version)
-    v1, v2, v3 = versions
+    v1, v2, v3 = _add_three(registry, bundles)
     for version in (v1, v2, v1, v3):
         registry.activate(version, source="cli")
     assert registry.fallbacks(v3) == [v1, v2]  # most recent first, each once
@@ -260,10 +260,7 @@ def _append_event(registry: Registry, **fields: object) -> None:
 def test_an_activation_interrupted_before_its_switch_is_undone(
     registry: Registry, bundles: Any
 ) -> None:
-    versions = [bundles.make(number)[1] for number in (1, 2, 3)]
-    for number in (1, 2, 3):
-        registry.add(bundles.root / f"bundle-{number}", source="test")
-    v1, v2, v3 = versions
+    v1, v2, v3 = _add_three(registry, bundles)
     registry.activate(v1, source="cli")
     registry.activate(v2, source="cli")
     _append_event(registry, action="activate", version=v3, previous=v2)  # then killed
@@ -278,9 +275,7 @@ def test_an_activation_interrupted_before_its_switch_is_undone(
 def test_a_rollback_interrupted_before_its_switch_is_undone(
     registry: Registry, bundles: Any
 ) -> None:
-    versions = [bundles.make(number)[1] for number in (1, 2, 3)]
-    for number in (1, 2, 3):
-        registry.add(bundles.root / f"bundle-{number}", source="test")
+    versions = _add_three(registry, bundles)
     for version in versions:
         registry.activate(version, source="cli")
     _append_event(registry, action="rollback", version=versions[1], previous=versions[2])
