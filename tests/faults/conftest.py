@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
 from kombu import Connection
 from serving.conftest import expected, prepare_home, version_of_seed
-from serving.stack_helpers import ROW, Answer, BoundedLoad, RunningStack, _cmdline, alive
+from serving.stack_helpers import (
+    ROW,
+    Answer,
+    BoundedLoad,
+    RunningStack,
+    alive,
+    cmdline,
+    parent_pid,
+    start_stack,
+)
 
 from modelserve.config import load_settings
 from modelserve.model.runtime import ModelRuntime
@@ -51,12 +62,19 @@ def expected_probability(home: Path, version: str) -> float:
     return float(expected(runtime, [ROW])[0])
 
 
-def wait_for_answers(load: BoundedLoad, count: int, timeout: float = 60) -> None:
-    """Wait until the load has had `count` more answers than now."""
-    target = len(load.snapshot()) + count
-    deadline = time.monotonic() + timeout
-    while len(load.snapshot()) < target:
-        assert time.monotonic() < deadline, f"the load got no {count} answers in {timeout} s"
+def wait_for_answers(load: BoundedLoad, count: int, timeout: float = 60,
+                     accept: Callable[[dict], bool] | None = None) -> float:
+    """Wait until the load has had `count` more answers than now (only 200s whose body passes
+    `accept`, if given); return how long that took."""
+    started, seen = time.monotonic(), len(load.snapshot())
+    while True:
+        fresh = load.snapshot()[seen:]
+        if accept is not None:
+            fresh = [a for a in fresh if a.status == 200 and accept(a.body)]
+        if len(fresh) >= count:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, (
+            f"the load got no {count} such answers in {timeout} s: {load.snapshot()[-3:]}")
         time.sleep(0.1)
 
 
@@ -107,13 +125,13 @@ def processes_by_role(stack: RunningStack) -> dict[str, set[int]]:
                                   "other": set()}
     pids = [pid for pid in stack.children() if alive(pid)]
     masters = {pid for pid in pids
-               if _is_gunicorn(pid) and _parent(pid) == stack.process.pid}
+               if _is_gunicorn(pid) and parent_pid(pid) == stack.process.pid}
     for pid in pids:
         if pid in masters:
             roles["web master"].add(pid)
-        elif _parent(pid) in masters:
+        elif parent_pid(pid) in masters:
             roles["web workers"].add(pid)  # gunicorn forks its workers: same command line
-        elif b"modelserve\x00worker" in _cmdline(pid):
+        elif b"modelserve\x00worker" in cmdline(pid):
             roles["workers"].add(pid)
         else:
             roles["other"].add(pid)
@@ -132,16 +150,7 @@ def tail_run_start(answers: list[Answer]) -> Answer | None:
 
 def _is_gunicorn(pid: int) -> bool:
     """Tell whether a process runs gunicorn (`python -m gunicorn ...`)."""
-    return b"-m\x00gunicorn\x00" in _cmdline(pid)
-
-
-def _parent(pid: int) -> int:
-    """A process's parent PID (0 once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return b"-m\x00gunicorn\x00" in cmdline(pid)
 
 
 class ExternalBroker:
@@ -159,3 +168,19 @@ class ExternalBroker:
     def stop(self) -> None:
         """Stop the node."""
         self.node.stop(self.process)
+
+
+@contextmanager
+def stack_on_external_broker(home: Path, workers: int, env: dict[str, str] | None = None
+                             ) -> Iterator[tuple[ExternalBroker, RunningStack]]:
+    """A stack with `workers` workers on a broker of the test's own, which it may stop."""
+    broker = ExternalBroker(home.parent / "external-broker")
+    broker.start()
+    stack = start_stack(home, "--workers", str(workers),
+                        env={"MODELSERVE_BROKER_URL": broker.node.url(), **(env or {})})
+    try:
+        stack.wait_ready(workers=workers)
+        yield broker, stack
+    finally:
+        stack.stop()
+        broker.stop()

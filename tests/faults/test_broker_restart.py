@@ -7,14 +7,14 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from serving.stack_helpers import Answer, BoundedLoad, start_stack
+from serving.stack_helpers import Answer, BoundedLoad
 
 from faults.conftest import (
     LOAD_THREADS,
     LOAD_TIMEOUT,
-    ExternalBroker,
     expected_probability,
     processes_by_role,
+    stack_on_external_broker,
     tail_run_start,
     wait_for_answers,
     wait_for_successes,
@@ -50,16 +50,8 @@ class Outage:
 @pytest.fixture
 def broker_and_stack(home):
     """A stack (two workers, 5 s deadline) on an external broker the test controls."""
-    broker = ExternalBroker(home.parent / "external-broker")
-    broker.start()
-    stack = start_stack(home, "--workers", "2", env={
-        "MODELSERVE_BROKER_URL": broker.node.url(), "MODELSERVE_REQUEST_TIMEOUT": str(DEADLINE)})
-    try:
-        stack.wait_ready(workers=2)
-        yield broker, stack
-    finally:
-        stack.stop()
-        broker.stop()
+    with stack_on_external_broker(home, 2, {"MODELSERVE_REQUEST_TIMEOUT": str(DEADLINE)}) as both:
+        yield both
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,8 +25,6 @@ import pytest
 from cli_helpers import run_cli
 from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import (
-    HUNG,
-    LOST,
     ROW,
     BoundedLoad,
     RunningStack,
@@ -35,6 +33,7 @@ from serving.stack_helpers import (
     start_stack,
 )
 
+from faults.conftest import wait_for_answers, wait_for_new_workers
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, write_manifest
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry, RegistryError
@@ -99,18 +98,10 @@ class Expected:
 
 def tally(load: BoundedLoad, expected: Expected) -> dict[str, int]:
     """Count a load's answers: correct for the version they name, wrong, failed, lost, hung."""
-    counts = Counter({key: 0 for key in ("sent", "correct", "wrong", "failed", "lost", "hung")})
-    counts["sent"] = len(load.answers)
-    for answer in list(load.answers):
-        if answer.status in (HUNG, LOST):
-            counts["hung" if answer.status == HUNG else "lost"] += 1
-        elif answer.status != 200:
-            counts["failed"] += 1
-        elif abs(answer.body["probabilities"][0] - expected(answer.body["model_version"])) > 1e-4:
-            counts["wrong"] += 1
-        else:
-            counts["correct"] += 1
-    return dict(counts)
+    counts = load.tally(expected)
+    refused = sum(n for key, n in counts.items() if key.startswith("status "))
+    return {key: counts[key] for key in ("sent", "correct", "wrong", "lost", "hung")} | {
+        "failed": refused}
 
 
 def assert_served_well(load: BoundedLoad, counts: dict[str, int]) -> None:
@@ -123,18 +114,6 @@ def assert_served_well(load: BoundedLoad, counts: dict[str, int]) -> None:
 def served_versions(load: BoundedLoad) -> Counter:
     """How many answers each version gave."""
     return Counter(a.body["model_version"] for a in list(load.answers) if a.status == 200)
-
-
-def wait_for_answers(load: BoundedLoad, accept: Callable[[dict], bool], count: int,
-                     timeout: float = 60) -> float:
-    """Wait until `count` more answers pass `accept`; return how long that took."""
-    started, seen = time.monotonic(), len(load.answers)
-    while time.monotonic() - started < timeout:
-        fresh = [a for a in list(load.answers)[seen:] if a.status == 200 and accept(a.body)]
-        if len(fresh) >= count:
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"no {count} such answers within {timeout} s: {load.answers[-3:]}")
 
 
 def ready_status(stack: RunningStack) -> dict:
@@ -359,13 +338,9 @@ def kill_worker_and_wait(stack: RunningStack, pid: int, timeout: float = 60) -> 
     """kill -9 a worker and wait until the supervisor has started its replacement."""
     others = set(stack.worker_pids()) - {pid}
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [p for p in stack.worker_pids() if alive(p)]
-        if len(pids) == 2 and pid not in pids and others <= set(pids):
-            return sorted(set(pids) - others)
-        time.sleep(0.1)
-    raise AssertionError(f"worker {pid} not replaced: {stack.worker_pids()}\n{stack.log()}")
+    pids = set(wait_for_new_workers(stack, {pid}, 2, timeout))
+    assert others <= pids, f"another worker went with {pid}: {pids}\n{stack.log()}"
+    return sorted(pids - others)
 
 
 def test_a_corrupt_active_model_is_not_served_by_fresh_workers(state_home: Path, reliability):
@@ -379,7 +354,7 @@ def test_a_corrupt_active_model_is_not_served_by_fresh_workers(state_home: Path,
     try:
         stack.wait_ready(workers=2)
         with BoundedLoad(stack.url, threads=2, seconds=300, limit=500_000) as load:
-            wait_for_answers(load, lambda body: True, 20)
+            wait_for_answers(load, 20, accept=lambda body: True)
             figures = _corrupt_and_restart(stack, home, registry, load, production, development)
         counts = tally(load, expected)
         log = stack.log()
@@ -429,7 +404,8 @@ def _corrupt_and_restart(stack: RunningStack, home: Path, registry: Registry,
     folder = registry.root / "versions" / production
     overwrite_middle(folder / MODEL_FILE)
     overwrite_middle(folder / "plan.npz")
-    wait_for_answers(load, lambda body: body["model_version"] == production, 20)  # from memory
+    wait_for_answers(load, 20,  # served from memory
+                     accept=lambda body: body["model_version"] == production)
     status = ready_status(stack)
     assert status["ready"] is True and status["active_version"] == production
     assert production in status["problem"] and "model.keras does not match" in status["problem"]
@@ -445,11 +421,11 @@ def _corrupt_and_restart(stack: RunningStack, home: Path, registry: Registry,
     for old in stack.worker_pids():
         killed = time.monotonic()
         (new,) = kill_worker_and_wait(stack, old)
-        wait_for_answers(load, lambda body, new=new: worker_pid(body) == new
-                         and body["model_version"] == development, 1)
+        wait_for_answers(load, 1, accept=lambda body, new=new: worker_pid(body) == new
+                         and body["model_version"] == development)
         recovery.append(time.monotonic() - killed)
     # Both workers are fresh: every answer now comes from the previous good model.
-    wait_for_answers(load, lambda body: True, 20)
+    wait_for_answers(load, 20, accept=lambda body: True)
     assert {a.body["model_version"] for a in load.answers[-10:]} == {development}
     rollback = cli(home, "models", "rollback", "--reason", "production's files are corrupt")
     assert rollback.returncode == 0 and f"{development} is active" in rollback.stdout

@@ -11,13 +11,11 @@ import functools
 import hashlib
 import shutil
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 from containers.engine import REPO, ensure_wheelhouse, run
+from serving.stack_helpers import http_server
 
 
 def source_hash() -> str:
@@ -60,15 +58,6 @@ class QuietHandler(SimpleHTTPRequestHandler):
         """Say nothing."""
 
 
-@contextmanager
-def serve(folder: Path, address: str) -> Iterator[str]:
+def serve(folder: Path, address: str):
     """Serve a folder over HTTP on address (a free port) while in the block; yield its URL."""
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer((address, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{address}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return http_server(functools.partial(QuietHandler, directory=str(folder)), address)

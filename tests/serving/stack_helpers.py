@@ -12,7 +12,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from modelserve.stack.rabbitmq import free_broker_port
@@ -55,6 +58,20 @@ def http(method: str, url: str, body: bytes | None = None, content_type: str | N
         return Response(error.code, dict(error.headers), error.read())
 
 
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler] | Callable,
+                address: str = "127.0.0.1") -> Iterator[str]:
+    """Run an HTTP server on address (a free port) while in the block; yield its base URL."""
+    server = ThreadingHTTPServer((address, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{address}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def post_json(url: str, payload, timeout: float = 15.0) -> Response:
     """POST a JSON document."""
     return http("POST", url, json.dumps(payload).encode(), "application/json", timeout)
@@ -87,7 +104,7 @@ class RunningStack:
 
     def worker_pids(self) -> list[int]:
         """PIDs of the Celery worker processes."""
-        return [pid for pid in self.children() if b"modelserve\x00worker" in _cmdline(pid)]
+        return [pid for pid in self.children() if b"modelserve\x00worker" in cmdline(pid)]
 
     def wait_ready(self, timeout: float = STARTUP_SECONDS, workers: int = 1) -> dict:
         """Wait until readiness reports the given number of workers."""
@@ -141,12 +158,9 @@ def _descendants(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
+        ppid = parent_pid(int(entry.name))
+        if ppid:
+            parents.setdefault(ppid, []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
         children = parents.get(todo.pop(), [])
@@ -155,7 +169,16 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
+def parent_pid(pid: int) -> int:
+    """A process's parent PID (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def cmdline(pid: int) -> bytes:
     """A process's command line, NUL separated ('' once it is gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -172,6 +195,8 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+# What a load's answers must say for ROW: one probability, or one per model version.
+Expected = float | Callable[[str], float]
 HUNG, LOST = -1, 0  # Answer.status of a request with no answer by its timeout / no answer at all
 
 
@@ -245,12 +270,12 @@ class BoundedLoad:
         with self._lock:
             return list(self.answers)
 
-    def wrong(self, probability: float, tolerance: float = 1e-4) -> list[Answer]:
+    def wrong(self, probability: Expected, tolerance: float = 1e-4) -> list[Answer]:
         """Answers that are not a 200 with this probability."""
         return [a for a in self.answers
                 if a.status != 200 or self.wrong_answer(a, probability, tolerance)]
 
-    def tally(self, probability: float, tolerance: float = 1e-4) -> dict[str, int]:
+    def tally(self, probability: Expected, tolerance: float = 1e-4) -> dict[str, int]:
         """Counts for a report: sent, answered correctly, wrong, refused (by status), lost, hung."""
         counts = {"sent": len(self.answers), "correct": 0, "wrong": 0, "lost": 0, "hung": 0}
         for answer in self.answers:
@@ -268,7 +293,10 @@ class BoundedLoad:
         return counts
 
     @staticmethod
-    def wrong_answer(answer: Answer, probability: float, tolerance: float = 1e-4) -> bool:
+    def wrong_answer(answer: Answer, probability: Expected, tolerance: float = 1e-4) -> bool:
         """Tell whether a 200 carries another probability than the expected one."""
-        return (not isinstance(answer.body, dict)
-                or abs(answer.body["probabilities"][0] - probability) > tolerance)
+        if not isinstance(answer.body, dict):
+            return True
+        if callable(probability):  # one per version: the answer names the one that computed it
+            probability = probability(answer.body["model_version"])
+        return abs(answer.body["probabilities"][0] - probability) > tolerance

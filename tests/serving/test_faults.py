@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from faults import conftest as faults
-from faults.conftest import ExternalBroker, wait_for_new_workers
+from faults.conftest import stack_on_external_broker, wait_for_new_workers
 
 from serving.conftest import as_json
 from serving.stack_helpers import ROW, alive, post_json, start_stack
@@ -69,15 +69,8 @@ def test_no_answer_within_the_deadline_is_a_504_not_a_hang(home):
 @pytest.fixture
 def broker_and_stack(home):
     """A stack (one worker) on an external broker the test controls."""
-    broker = ExternalBroker(home.parent / "external-broker")
-    broker.start()
-    stack = start_stack(home, "--workers", "1", env={"MODELSERVE_BROKER_URL": broker.node.url()})
-    try:
-        stack.wait_ready(workers=1)
-        yield broker, stack
-    finally:
-        stack.stop()
-        broker.stop()
+    with stack_on_external_broker(home, 1) as both:
+        yield both
 
 
 @pytest.mark.slow

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import urlencode
 
 import amqp
 import pytest
 from cli_helpers import run_cli
 
 from modelserve.web import csrf
-from serving.stack_helpers import ROW, RunningStack, http
+from serving.stack_helpers import ROW, RunningStack, cmdline, http, http_server
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_FIELD = re.compile(r'name="csrf-token" value="([0-9a-f]{64})"')
@@ -34,8 +33,6 @@ def form_session(stack: RunningStack) -> tuple[str, str]:
 def post_form(stack: RunningStack, fields: dict[str, str], cookie: str | None = None,
               headers: dict[str, str] | None = None):
     """POST the predict form, url-encoded, with an optional CSRF cookie."""
-    from urllib.parse import urlencode
-
     sent = dict(headers or {})
     if cookie:
         sent["Cookie"] = f"{csrf.COOKIE}={cookie}"
@@ -111,18 +108,9 @@ class _AttackerPage(BaseHTTPRequestHandler):
         """Stay quiet."""
 
 
-@contextmanager
 def attacker_site(target: str):
-    """Serve the attacker's page on another port of this host."""
-    handler = type("Handler", (_AttackerPage,), {"target": target})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """Serve the attacker's page on another port of this host (a context manager)."""
+    return http_server(type("Handler", (_AttackerPage,), {"target": target}))
 
 
 def test_a_real_browser_posting_from_another_site_is_refused(browser, stack):
@@ -134,7 +122,7 @@ def test_a_real_browser_posting_from_another_site_is_refused(browser, stack):
         with attacker_site(stack.url) as attacker:
             with page.expect_response(lambda r: r.url == f"{stack.url}/" and
                                       r.request.method == "POST") as answer:
-                page.goto(attacker)
+                page.goto(f"{attacker}/")
         assert answer.value.status == 403
         assert b"other sites" in answer.value.body()  # refused on its origin, before the token
     finally:
@@ -146,7 +134,7 @@ def test_no_debug_server_anywhere(stack, reliability):
     answer = http("GET", f"{stack.url}/console")
     assert answer.status == 404 and b"Werkzeug" not in answer.body
     assert answer.headers.get("Server", "").startswith("gunicorn"), answer.headers
-    command_lines = [_cmdline(pid) for pid in stack.children()]
+    command_lines = [cmdline(pid).replace(b"\0", b" ").decode() for pid in stack.children()]
     assert any("gunicorn" in line for line in command_lines)
     assert not any(word in line for line in command_lines
                    for word in ("--reload", "flask run", "--debug"))
@@ -158,14 +146,6 @@ def test_no_debug_server_anywhere(stack, reliability):
     reliability.record("Security", "no debug server", processes_checked=len(command_lines),
                        source_files_scanned=len(sources), findings=len(risky),
                        note="gunicorn only; /console 404; no --reload/--debug")
-
-
-def _cmdline(pid: int) -> str:
-    """A process's command line with spaces ('' once it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def _listening_addresses(port: int) -> set[str]:
