@@ -25,7 +25,6 @@ from serving.stack_helpers import (
 from modelserve.config import load_settings
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
-from modelserve.stack.ports import wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
 
 LOAD_THREADS = 4
@@ -163,7 +162,7 @@ class ExternalBroker:
     def start(self) -> None:
         """Start the node and wait for its port."""
         self.process = self.node.start()
-        wait_for_port(self.node.port, 60, self.process, "the broker")
+        self.node.wait_until_listening(self.process, 60)
 
     def stop(self) -> None:
         """Stop the node."""

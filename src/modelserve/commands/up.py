@@ -33,7 +33,8 @@ DEFAULTS = StackOptions()
 @click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
               show_default=True)
 @click.option("--broker-port", type=click.IntRange(1024, 45535), default=DEFAULTS.broker_port,
-              show_default=True, help="Port of the private RabbitMQ node.")
+              show_default=True,
+              help="Port of the private RabbitMQ node (its Erlang ports: +19000, +20000).")
 @click.option("--inline", is_flag=True,
               help="No broker and no workers: score in the web process (a baseline).")
 @click.pass_obj

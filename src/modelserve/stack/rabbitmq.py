@@ -16,11 +16,14 @@ from urllib.parse import quote
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text
 from modelserve.stack.children import signal_group, wait_or_kill
-from modelserve.stack.ports import ensure_port_free, port_is_free, wait_for_port
+from modelserve.stack.ports import PortError, ensure_port_free, port_is_free, wait_for_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 USER = "modelserve"
 EPMD_OFFSET, DIST_OFFSET = 19000, 20000
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# How the Erlang VM, RabbitMQ's boot and its start script begin the line that says why it ended.
+FATAL_MARKS = ("Kernel pid terminated", "BOOT FAILED", "Error", "ERROR")
 
 
 class BrokerError(UserError):
@@ -34,6 +37,7 @@ class BrokerNode:
     base: Path
     port: int
     epmd: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    log_start: int = field(default=0, repr=False, compare=False)
 
     @property
     def dist_port(self) -> int:
@@ -53,6 +57,11 @@ class BrokerNode:
     def nodename(self) -> str:
         """A node name that cannot collide with another modelserve node's."""
         return f"modelserve-{self.port}@localhost"
+
+    @property
+    def console_log(self) -> Path:
+        """Where the node's and its epmd's output goes (appended to on every start)."""
+        return self.base / "log" / "console.log"
 
     def url(self) -> str:
         """The AMQP URL with this node's generated credentials."""
@@ -114,7 +123,8 @@ class BrokerNode:
         env = self.environment()
         (self.base / "log").mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
-        with open(self.base / "log" / "console.log", "ab") as log:
+        with open(self.console_log, "ab") as log:
+            self.log_start = log.tell()
             # A foreground epmd we own: the one Erlang daemonizes itself would outlive us.
             self.epmd = subprocess.Popen(  # noqa: S603 (argument list)
                 [_epmd(), "-port", str(self.epmd_port), "-address", "127.0.0.1"],
@@ -125,6 +135,30 @@ class BrokerNode:
                 [SERVER], env=env, cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_until_listening(self, process: subprocess.Popen, timeout: float) -> None:
+        """Wait until the node accepts connections; if it stops booting, say why from its log."""
+        try:
+            wait_for_port(self.port, timeout, process, "the broker")
+        except PortError as error:
+            if process.poll() is None:
+                raise
+            # rabbitmq-server exits 0 whatever ended the node: the reason is only in the log.
+            raise BrokerError(f"the broker stopped while starting: {self.stop_reason()} "
+                              f"(its log: {self.console_log})") from error
+
+    def stop_reason(self) -> str:
+        """The line of the node's console output since its last start that says why it stopped."""
+        try:
+            with open(self.console_log, "rb") as log:
+                log.seek(self.log_start)
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        fatal = [line.strip() for line in lines if line.startswith(FATAL_MARKS)]
+        if not fatal:
+            return "it gave no reason"  # killed, or out of memory: nothing left to say
+        return fatal[-1] if len(fatal[-1]) <= 300 else fatal[-1][:300] + "..."
 
     def stop(self, process: subprocess.Popen, timeout: float = 30.0) -> None:
         """Stop the node gracefully (SIGTERM to its group), then its epmd."""
@@ -150,10 +184,27 @@ def _epmd() -> str:
     return shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
 
 
-def free_broker_port(low: int = 20000, high: int = 45000) -> int:
-    """A node port that is free, with its Erlang companion ports free too (tests, benchmarks)."""
+def free_broker_port(low: int = 10000) -> int:
+    """A free node port whose Erlang companion ports are free too (tests, benchmarks).
+
+    All three lie below the kernel's ephemeral range: a port in it can be taken by any
+    outgoing connection between this check and the node's listen, and the node then dies.
+    """
+    high = ephemeral_ports()[0] - DIST_OFFSET - 1
+    if high < low:
+        raise BrokerError(f"the ephemeral ports ({EPHEMERAL_PORTS}) leave no room below them "
+                          f"for a node port from {low} and its Erlang ports")
     for _ in range(200):
         port = random.randint(low, high)  # noqa: S311 (choosing a port, not a secret)
         if all(port_is_free(p) for p in BrokerNode(Path(), port).ports()):
             return port
     raise BrokerError(f"no free port between {low} and {high} for a RabbitMQ node")
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks outgoing connections' local ports from."""
+    try:
+        low, high = EPHEMERAL_PORTS.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default

@@ -155,19 +155,18 @@ class Stack:
 
     def _restart_broker(self) -> None:
         """Bring a dead private broker back; web and workers reconnect by themselves."""
-        code = self.broker_process.returncode
+        reason = self.broker.stop_reason()
         if self.broker_restarts >= BROKER_RESTART_LIMIT:
-            raise StackError(f"the broker keeps exiting (code {code}); "
-                             f"see {self.broker.base / 'log'}")
+            raise StackError(f"the broker keeps stopping ({reason}); see {self.broker.console_log}")
         self.broker_restarts += 1
-        self.say(f"the broker exited (code {code}); restarting it")
+        self.say(f"the broker stopped ({reason}); restarting it")
         self.broker.stop(self.broker_process)  # its epmd too, so that the ports are free
         self._launch_broker()
 
     def _launch_broker(self) -> None:
         """Start the private node and wait until it accepts connections."""
         self.broker_process = self.broker.start()
-        wait_for_port(self.broker.port, BROKER_START_SECONDS, self.broker_process, "the broker")
+        self.broker.wait_until_listening(self.broker_process, BROKER_START_SECONDS)
 
     def supervise(self, poll_seconds: float = 0.5) -> None:
         """Watch the children until interrupted or until a vital part dies."""
