@@ -118,7 +118,7 @@ def _first_prediction_within(stack, seconds: float):
         time.sleep(0.5)
 
 
-def test_test_brokers_take_no_port_an_outgoing_connection_could_take():
+def test_nodes_of_tests_take_no_port_an_outgoing_connection_could_take():
     """Nodes started by tests and benchmarks keep all three ports below the ephemeral range:
     a node whose distribution port a client connection took meanwhile would die booting."""
     first_ephemeral = ephemeral_ports()[0]
