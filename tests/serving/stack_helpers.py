@@ -77,6 +77,18 @@ def post_json(url: str, payload, timeout: float = 15.0) -> Response:
     return http("POST", url, json.dumps(payload).encode(), "application/json", timeout)
 
 
+def wait_until_answering(url: str, timeout: float) -> None:
+    """Poll predictions until one succeeds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = post_json(f"{url}/api/v1/predict", {"rows": [ROW]})
+        if last.status == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no recovery: {last.status} {last.body!r}")
+
+
 @dataclass
 class RunningStack:
     """A `modelserve up` process and how to reach it."""

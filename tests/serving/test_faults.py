@@ -12,7 +12,7 @@ from faults import conftest as faults
 from faults.conftest import stack_on_external_broker, wait_for_new_workers
 
 from serving.conftest import as_json
-from serving.stack_helpers import ROW, alive, post_json, start_stack
+from serving.stack_helpers import ROW, alive, post_json, start_stack, wait_until_answering
 
 home = faults.home  # the fault suite's fixture: a home with the production seed model active
 
@@ -89,7 +89,7 @@ def test_broker_down_means_fast_503_with_retry_after_then_recovery(broker_and_st
     assert "broker" in as_json(answers[-1])["error"]
     assert max(elapsed) < 1.0, elapsed
     broker.start()
-    _wait_until_answering(stack.url, 60)
+    wait_until_answering(stack.url, 60)
     assert set(stack.children()) >= pids, "web and workers were not restarted"
 
 
@@ -105,15 +105,3 @@ def test_after_a_quiet_broker_restart_the_first_requests_succeed(broker_and_stac
     stack.wait_ready(workers=1)  # the reply connection and the worker are back
     answers = [post_json(f"{stack.url}/api/v1/predict", {"rows": [ROW]}) for _ in range(10)]
     assert [a.status for a in answers] == [200] * 10, [a.body for a in answers]
-
-
-def _wait_until_answering(url: str, timeout: float) -> None:
-    """Poll predictions until one succeeds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = post_json(f"{url}/api/v1/predict", {"rows": [ROW]})
-        if last.status == 200:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"no recovery: {last.status} {last.body!r}")

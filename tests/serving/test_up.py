@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,17 @@ from click.testing import CliRunner
 
 from modelserve.cli import main
 from modelserve.stack.ports import port_is_free, wait_for_port
-from modelserve.stack.rabbitmq import BrokerNode, ephemeral_ports, free_broker_port
+from modelserve.stack.rabbitmq import BrokerNode, first_ephemeral_port, free_broker_port
 from serving.conftest import as_json, prepare_home, version_of_seed
-from serving.stack_helpers import alive, cmdline, free_port, http, post_json, start_stack
+from serving.stack_helpers import (
+    alive,
+    cmdline,
+    free_port,
+    http,
+    post_json,
+    start_stack,
+    wait_until_answering,
+)
 
 
 @pytest.mark.slow
@@ -77,15 +84,16 @@ def test_a_taken_port_is_one_clear_line(tmp_path: Path):
 def test_a_broker_that_stops_while_starting_says_why(tmp_path: Path):
     """The node dies booting (its data directory is a file): the line quotes the node's own
     reason, not the start script's exit code 0, and the broker's ports are free again."""
-    home, broker_port = tmp_path / "home", free_broker_port()
-    BrokerNode(home / "broker", broker_port).credentials()  # keeps the data directory
-    (home / "broker" / "mnesia").write_text("a file where the node keeps its data\n")
-    result = run_cli("up", "--port", str(free_port()), "--broker-port", str(broker_port),
+    home = tmp_path / "home"
+    node = BrokerNode(home / "broker", free_broker_port())
+    node.credentials()  # keeps the data directory
+    (node.base / "mnesia").write_text("a file where the node keeps its data\n")
+    result = run_cli("up", "--port", str(free_port()), "--broker-port", str(node.port),
                      "--workers", "1", home=home, timeout=120)
     assert_user_error(result, "the broker stopped while starting", "application_start_failure",
-                      str(home / "broker" / "log" / "console.log"))
+                      str(node.console_log))
     assert "code 0" not in result.stderr
-    assert all(port_is_free(port) for port in BrokerNode(home, broker_port).ports())
+    assert all(port_is_free(port) for port in node.ports())
 
 
 @pytest.mark.slow
@@ -101,30 +109,19 @@ def test_a_private_broker_that_dies_is_started_again(tmp_path: Path, shared_data
         serving = set(stack.worker_pids())
         (node,) = [pid for pid in stack.children() if b"beam.smp" in cmdline(pid)]
         os.kill(node, signal.SIGKILL)
-        assert _first_prediction_within(stack, 90).status == 200, stack.log()
+        wait_until_answering(stack.url, 90)
         assert "the broker stopped (it gave no reason); restarting it" in stack.log()
         assert set(stack.worker_pids()) == serving
     finally:
         assert stack.stop() == 0
 
 
-def _first_prediction_within(stack, seconds: float):
-    """Ask for a prediction until one succeeds or the time is up; return the last answer."""
-    deadline = time.monotonic() + seconds
-    while True:
-        answer = post_json(f"{stack.url}/api/v1/predict", {"rows": [[1] * 8]}, timeout=10)
-        if answer.status == 200 or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.5)
-
-
 def test_nodes_of_tests_take_no_port_an_outgoing_connection_could_take():
     """Nodes started by tests and benchmarks keep all three ports below the ephemeral range:
     a node whose distribution port a client connection took meanwhile would die booting."""
-    first_ephemeral = ephemeral_ports()[0]
     for _ in range(100):
         ports = BrokerNode(Path(), free_broker_port()).ports()
-        assert max(ports) < first_ephemeral, ports
+        assert max(ports) < first_ephemeral_port(), ports
 
 
 def test_missing_rabbitmq_server_is_one_clear_line(tmp_path, monkeypatch):

@@ -190,7 +190,7 @@ def free_broker_port(low: int = 10000) -> int:
     All three lie below the kernel's ephemeral range: a port in it can be taken by any
     outgoing connection between this check and the node's listen, and the node then dies.
     """
-    high = ephemeral_ports()[0] - DIST_OFFSET - 1
+    high = first_ephemeral_port() - DIST_OFFSET - 1
     if high < low:
         raise BrokerError(f"the ephemeral ports ({EPHEMERAL_PORTS}) leave no room below them "
                           f"for a node port from {low} and its Erlang ports")
@@ -201,10 +201,9 @@ def free_broker_port(low: int = 10000) -> int:
     raise BrokerError(f"no free port between {low} and {high} for a RabbitMQ node")
 
 
-def ephemeral_ports() -> tuple[int, int]:
-    """The range the kernel picks outgoing connections' local ports from."""
+def first_ephemeral_port() -> int:
+    """Where the range the kernel picks outgoing connections' local ports from begins."""
     try:
-        low, high = EPHEMERAL_PORTS.read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
