@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -258,7 +259,8 @@ class BoundedLoad:
                                  timeout=self.request_timeout)
         except TimeoutError as error:
             return Answer(HUNG, repr(error), time.monotonic() - started, started)
-        except OSError as error:  # refused, reset, or closed before the status line
+        except (OSError, HTTPException) as error:
+            # Refused, reset, or closed before the status line or in the middle of the body.
             return Answer(LOST, repr(error), time.monotonic() - started, started)
         try:
             body = response.json()
