@@ -279,6 +279,10 @@ class BoundedLoad:
         for thread in self._threads:
             thread.join(60)
 
+    def wait_until_done(self, timeout: float) -> bool:
+        """Wait until a bound (count or time) stopped the load; True if it did within timeout."""
+        return self._stop.wait(timeout)
+
     def snapshot(self) -> list[Answer]:
         """The answers so far (a copy, safe to read while the load runs)."""
         with self._lock:
