@@ -27,6 +27,7 @@ def test_the_broker_port_comes_from_the_url():
     """The port of the URL, else AMQP's."""
     assert broker_port("amqp://u:p@rabbitmq:5673//") == 5673
     assert broker_port("amqp://u:p@rabbitmq//") == 5672
+    assert broker_port("amqps://u:p@rabbitmq//") == 5671
 
 
 def test_an_unanswered_web_check_fails_with_one_line():

@@ -5,7 +5,19 @@ from __future__ import annotations
 import click
 
 from modelserve import __version__
-from modelserve.commands import cloud, data, delivery, model, models, predict, train, up
+from modelserve.commands import (
+    cloud,
+    data,
+    delivery,
+    model,
+    models,
+    predict,
+    sandbox,
+    tls,
+    tokens,
+    train,
+    up,
+)
 from modelserve.config import load_settings
 from modelserve.errors import UserError
 
@@ -29,5 +41,6 @@ def main(ctx: click.Context) -> None:
 
 
 for _command in (data.data, train.train, model.model, models.models, predict.predict, up.up,
-                 up.web, up.worker, delivery.delivery, cloud.cloud):
+                 up.web, up.worker, delivery.delivery, cloud.cloud, tls.tls, tokens.tokens,
+                 sandbox.sandbox):
     main.add_command(_command)

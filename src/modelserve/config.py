@@ -22,6 +22,11 @@ class Settings:
 
     home: Path
     broker_url: str = ""
+    # amqps:// only: the CA that signed the broker's certificate (else the system's), and this
+    # host's client certificate and key (both or neither; production's broker requires them).
+    broker_ca: str = ""
+    broker_cert: str = ""
+    broker_key: str = ""
     queue: str = "modelserve.predict"
     model_name: str = "diabetes"
     batch_window_ms: float = 0.0
@@ -30,6 +35,13 @@ class Settings:
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 16 << 20
     max_request_rows: int = 10_000
+    # Access: auth `auto` (required off loopback), `required` or `off`; rate_limit per token
+    # (or client address) per web process, "" = 600/minute where auth is required; uploads.
+    auth: str = "auto"
+    rate_limit: str = ""
+    max_upload_rows: int = 10_000
+    results_quota_bytes: int = 256 << 20
+    result_lifetime_seconds: int = 3600
     request_timeout: float = 5.0
     retry_after_seconds: int = 2
 

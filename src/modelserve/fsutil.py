@@ -38,6 +38,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        # A failed write names no file (a full disk must say which one it refused).
+        raise OSError(error.errno, error.strerror, error.filename or str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 TCP_ESTABLISHED = "01"
 AMQP_PORT = 5672
+AMQPS_PORT = 5671
 WEB_PORT = 5100
 
 
@@ -29,8 +30,9 @@ def web_is_live(port: int, timeout: float = 3.0) -> bool:
 
 
 def broker_port(broker_url: str) -> int:
-    """The broker's TCP port named by an amqp:// URL."""
-    return urlsplit(broker_url).port or AMQP_PORT
+    """The broker's TCP port named by an amqp:// or amqps:// URL."""
+    url = urlsplit(broker_url)
+    return url.port or (AMQPS_PORT if url.scheme == "amqps" else AMQP_PORT)
 
 
 def connected_to(port: int, proc: Path = Path("/proc")) -> bool:

@@ -44,6 +44,7 @@ class Behaviour:
     quota_status: int | None = None  # 403 or 413 on server create
     console_polls: int = 1  # console reads before cloud-init's final message appears
     floating_address: str = "127.0.0.1"
+    console_lines: list[str] = field(default_factory=list)  # more of cloud-init's output
 
 
 @dataclass
@@ -214,6 +215,7 @@ class FakeOpenStack:
         lines = ["[    0.000000] Linux version 6.1.0", "cloud-init: running modules:final"]
         if server["console_reads"] > self.behaviour.console_polls:
             lines += ["modelserve-deploy-key: ssh-ed25519 AAAAC3NzaDEVKEY modelserve deploy key",
+                      *self.behaviour.console_lines,
                       "modelserve-cloud-init-done dev: cloud-init finished after 97.5 seconds"]
         return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,9 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelserve.tls import fingerprint, make_self_signed, self_signed_request
+
 from .fake_openstack import FLAVOR, IMAGE, PASSWORD, PRIVATE, PROJECT, USER, FakeOpenStack
 
-FAST = ["--poll-seconds", "0.02", "--active-timeout", "10"]
+# The operator's own network (documentation ranges): `up` opens SSH and the web port to it only.
+ALLOW = ["--allow-from", "198.51.100.7/32", "--allow-from", "2001:db8::/64"]
+FAST = [*ALLOW, "--poll-seconds", "0.02", "--active-timeout", "10"]
 
 
 @pytest.fixture
@@ -72,6 +77,33 @@ def stack_port() -> int:
     server.shutdown()
 
 
+@pytest.fixture(scope="module")
+def server_cert(tmp_path_factory: pytest.TempPathFactory):
+    """A certificate as the production server makes it at boot (its name, not 127.0.0.1's
+    only: the floating IP is not in it)."""
+    folder = tmp_path_factory.mktemp("server-tls")
+    return make_self_signed(self_signed_request(["modelserve-prod"], ["10.0.0.5"]), folder)
+
+
+@pytest.fixture
+def tls_stack_port(server_cert) -> int:
+    """The readiness responder over HTTPS with the server's certificate."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server_cert.cert, server_cert.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port
+    server.shutdown()
+
+
+def console_says_fingerprint(fake: FakeOpenStack, value: str) -> None:
+    """The server's console shows cloud-init printing its certificate's fingerprint."""
+    fake.behaviour.console_lines = [
+        'modelserve-tls-sha256: $(/opt/modelserve/bin/modelserve tls fingerprint ...)"',
+        f"modelserve-tls-sha256: {value}"]
+
+
 def cli(home: Path, env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess:
     """Run the real `modelserve` command line with the given environment."""
     return subprocess.run([sys.executable, "-m", "modelserve", *map(str, args)],
@@ -93,15 +125,23 @@ def assert_nothing_left(fake: FakeOpenStack, home: Path) -> None:
 
 
 def test_prod_up_sends_the_rendered_user_data_and_down_deletes_it_all(
-        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path, stack_port: int):
-    """up: keypair, a group opening 22 and the web port, the server with exactly the rendered
-    user-data, a floating IP, the inventory; down: all of it goes, and again is a no-op."""
+        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path, tls_stack_port: int,
+        server_cert, reliability):
+    """up: keypair, a group opening 22 and the web port to --allow-from only, the server with
+    exactly the rendered user-data, a floating IP, the inventory; it waits on https with the
+    certificate whose fingerprint the console shows; down: all of it goes, again a no-op."""
+    stack_port = tls_stack_port
+    console_says_fingerprint(fake, fingerprint(server_cert.cert.read_text()))
     shape = ["--role", "prod", "--ssh-key", ssh_key, "--web-port", str(stack_port)]
     up = cli(tmp_path, os_env, "cloud", "up", *shape, "--image", "debian-12", "--flavor",
              "m1.small", "--ready-timeout", "10", *FAST)
     assert up.returncode == 0, up.stderr
     assert "server: ACTIVE" in up.stdout and "floating IP: 127.0.0.1" in up.stdout
-    assert "stack answers" in up.stdout and "model: none yet" in up.stdout
+    assert f"stack answers: https://127.0.0.1:{stack_port}/" in up.stdout
+    assert "model: none yet" in up.stdout
+    pinned = tmp_path / "cloud" / "certificates" / "modelserve-prod.crt"
+    assert pinned.read_text() == server_cert.cert.read_text()
+    assert f"curl --cacert {pinned}" in up.stdout
 
     rendered = cli(tmp_path, os_env, "cloud", "user-data", *shape)
     assert sent_user_data(fake) == rendered.stdout
@@ -114,9 +154,17 @@ def test_prod_up_sends_the_rendered_user_data_and_down_deletes_it_all(
     (pair,) = fake.requests("POST", "/os-keypairs")
     assert pair.body["keypair"]["public_key"] == ssh_key.read_text().strip()
     rules = [c.body["security_group_rule"] for c in fake.requests("POST", "security-group-rules")]
-    assert sorted(r["port_range_min"] for r in rules) == [22, stack_port]
+    opened = sorted((r["port_range_min"], r["remote_ip_prefix"], r["ethertype"]) for r in rules)
+    assert opened == sorted([(22, "198.51.100.7/32", "IPv4"), (22, "2001:db8::/64", "IPv6"),
+                             (stack_port, "198.51.100.7/32", "IPv4"),
+                             (stack_port, "2001:db8::/64", "IPv6")])
     assert all(r["direction"] == "ingress" and r["protocol"] == "tcp"
                and r["port_range_min"] == r["port_range_max"] for r in rules)
+    assert len(fake.rules) == 4  # the fake holds these and no others
+    reliability.record("Security", "cloud up: security group", "the rules `cloud up` created, "
+                       "as the fake OpenStack recorded them", rules=len(rules),
+                       ports="22, web", world_open_rules=sum(
+                           r["remote_ip_prefix"] in ("0.0.0.0/0", "::/0") for r in rules))
     tagged = [c.body["tags"] for c in fake.requests("PUT", "/tags")]
     assert tagged == [["modelserve", "modelserve:modelserve-prod"]] * 2  # group and floating IP
 
@@ -129,6 +177,7 @@ def test_prod_up_sends_the_rendered_user_data_and_down_deletes_it_all(
     assert down.returncode == 0, down.stderr
     assert "modelserve-prod: deleted" in down.stdout
     assert_nothing_left(fake, tmp_path)
+    assert not pinned.exists()
     inventory = yaml.safe_load((tmp_path / "cloud" / "inventory.yml").read_text())
     assert inventory["all"]["children"]["production"]["hosts"] == {}
 
@@ -211,7 +260,7 @@ def test_a_stack_that_never_answers_is_reported_and_the_server_kept(
     """Readiness times out: one line, the server stays for `down` (it may only be slow)."""
     result = cli(tmp_path, os_env, "cloud", "up", "--role", "prod", "--ssh-key", ssh_key,
                  "--image", "debian-12", "--flavor", "m1.small", "--web-port", "1",
-                 "--ready-timeout", "0.3", *FAST)
+                 "--ready-timeout", "0.3", "--no-tls", *FAST)
     assert result.returncode == 1
     assert "did not answer at http://127.0.0.1:1/v2/health/ready" in result.stderr
     assert len(fake.servers) == 1
@@ -281,3 +330,45 @@ def test_user_data_over_novas_limit_is_refused_before_anything_is_created(
     assert "over Nova's 65535: fetch the compose file by URL" in result.stderr
     assert [c for c in fake.calls if c.method in ("POST", "PUT", "DELETE")
             and "/auth/" not in c.path] == []
+
+
+def test_a_server_whose_certificate_is_not_the_one_on_its_console_is_not_trusted(
+        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path, tls_stack_port: int):
+    """Someone else answers at the address (another certificate): one line, nothing pinned."""
+    console_says_fingerprint(fake, ":".join(["AB"] * 32))
+    result = cli(tmp_path, os_env, "cloud", "up", "--role", "prod", "--ssh-key", ssh_key,
+                 "--image", "debian-12", "--flavor", "m1.small", "--web-port",
+                 str(tls_stack_port), "--ready-timeout", "10", *FAST)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "not trusting it" in result.stderr and "AB:AB:AB" in result.stderr
+    assert not (tmp_path / "cloud" / "certificates" / "modelserve-prod.crt").exists()
+    assert "stack answers" not in result.stdout
+
+
+def test_plain_http_does_not_count_as_the_https_stack(
+        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path, stack_port: int,
+        server_cert):
+    """A plain-HTTP answer on the web port is no TLS server: `up` keeps waiting, then says so."""
+    console_says_fingerprint(fake, fingerprint(server_cert.cert.read_text()))
+    result = cli(tmp_path, os_env, "cloud", "up", "--role", "prod", "--ssh-key", ssh_key,
+                 "--image", "debian-12", "--flavor", "m1.small", "--web-port", str(stack_port),
+                 "--ready-timeout", "1", *FAST)
+    assert result.returncode == 1
+    assert f"nothing answered with TLS at 127.0.0.1:{stack_port}" in result.stderr
+
+
+@pytest.mark.parametrize(("allow", "message"), [
+    ([], "--allow-from CIDR is required"),
+    (["--allow-from", "everyone"], "--allow-from 'everyone': not an address or CIDR"),
+])
+def test_up_needs_allow_from_and_creates_nothing_without_it(
+        tmp_path: Path, fake: FakeOpenStack, os_env: dict, ssh_key: Path, allow: list[str],
+        message: str):
+    """No world-open default: without a valid --allow-from nothing is asked of the cloud."""
+    result = cli(tmp_path, os_env, "cloud", "up", "--role", "prod", "--ssh-key", ssh_key,
+                 "--image", "debian-12", "--flavor", "m1.small", "--ready-timeout", "0", *allow)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert fake.calls == []

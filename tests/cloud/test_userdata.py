@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from cli_helpers import assert_user_error, run_cli
+from cryptography import x509
+
+from modelserve.provision.ready import marker_value
+from modelserve.provision.userdata import TLS_MARKER
+from modelserve.tls import fingerprint
+
+REPO = Path(__file__).resolve().parents[2]
+PIP = "/opt/modelserve/bin/pip install --quiet --disable-pip-version-check --constraint " \
+      "/etc/modelserve/requirements.lock"
+TLS_DIR = "/home/deploy/.local/share/modelserve/tls"
 
 COMPOSE = "services:\n  web:\n    image: modelserve:latest\n    ports: ['5100:5100']\n"
 
@@ -88,18 +99,25 @@ def test_prod_native(tmp_path: Path, keys: dict[str, Path]) -> None:
     files = {item["path"]: item["content"] for item in doc["write_files"]}
     unit = files["/etc/systemd/system/modelserve.service"]
     assert "User=deploy" in unit
-    assert "ExecStart=/opt/modelserve/bin/modelserve up --host 0.0.0.0 --port 5100" in unit
+    assert ("ExecStart=/opt/modelserve/bin/modelserve up --host 0.0.0.0 --port 5100 "
+            f"--tls-cert {TLS_DIR}/web.crt --tls-key {TLS_DIR}/web.key\n") in unit
     assert files["/etc/modelserve/development-deploy-key.pub"].strip() == key_text(keys["deploy"])
+    # pip installs with the lock this modelserve was tested with, the repository's own.
+    assert files["/etc/modelserve/requirements.lock"] == (REPO / "requirements.lock").read_text()
     run = commands(doc)
-    assert "/opt/modelserve/bin/pip install --quiet --disable-pip-version-check "\
-           "modelserve @ https://x/m.whl" in run
-    assert any(cmd.endswith("modelserve delivery init --web-url http://127.0.0.1:5100")
-               and cmd.startswith("runuser -u deploy") for cmd in run)
-    assert any(cmd.endswith("delivery authorize /etc/modelserve/development-deploy-key.pub")
+    assert f"{PIP} modelserve @ https://x/m.whl" in run
+    # The certificate is made as deploy before the hook is told to verify the stack with it.
+    made = [i for i, cmd in enumerate(run) if "modelserve tls self-signed" in cmd]
+    init = [i for i, cmd in enumerate(run) if cmd.endswith(
+        f"delivery init --web-url https://127.0.0.1:5100 --web-ca {TLS_DIR}/web.crt")]
+    assert len(made) == 1 and len(init) == 1 and made[0] < init[0]
+    assert run[made[0]].startswith("runuser -u deploy") and run[init[0]].startswith("runuser")
+    assert TLS_MARKER in run[made[0] + 1]
+    assert any("delivery authorize /etc/modelserve/development-deploy-key.pub" in cmd
                for cmd in run)
     assert run[-1] == "systemctl enable --now modelserve.service"
     # Fast contextualization: nothing trains and nothing upgrades at boot.
-    assert "train" not in text.split("runcmd:")[1]
+    assert not any("train" in cmd.split() for cmd in run)
     assert doc["package_upgrade"] is False
 
 
@@ -110,7 +128,47 @@ def test_prod_without_a_deploy_key_authorizes_nobody(tmp_path: Path,
                     "--web-port", "8080")
     assert not any("authorize" in cmd for cmd in commands(doc))
     unit = doc["write_files"][0]["content"]
-    assert "--port 8080" in unit
+    assert "--port 8080 --tls-cert" in unit
+
+
+def test_prod_without_tls_serves_plain_http(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """--no-tls: no certificate is made and the hook reaches the stack over http."""
+    _, doc = render(tmp_path, "--role", "prod", "--ssh-key", keys["operator"], "--no-tls")
+    run = commands(doc)
+    assert not any("tls" in cmd for cmd in run)
+    assert any(cmd.endswith("delivery init --web-url http://127.0.0.1:5100") for cmd in run)
+    assert "--tls-cert" not in doc["write_files"][0]["content"]
+
+
+def test_the_boot_lines_make_a_certificate_for_this_host(tmp_path: Path,
+                                                         keys: dict[str, Path]) -> None:
+    """The rendered runcmd lines, run here for real (our modelserve instead of /opt's): a
+    certificate naming the host, its addresses, --tls-name and loopback, and its fingerprint
+    on the console as `cloud up` reads it."""
+    _, doc = render(tmp_path, "--role", "prod", "--ssh-key", keys["operator"],
+                    "--tls-name", "models.example.org")
+    ours = str(Path(sys.executable).parent / "modelserve")
+    folder = tmp_path / "tls"
+    (made, shown) = [entry[-1] for entry in doc["runcmd"]
+                     if isinstance(entry, list) and "tls" in entry[-1] and entry[-2] == "-c"]
+    for line in (made, shown):
+        script = line.replace("/opt/modelserve/bin/modelserve", ours).replace(
+            TLS_DIR, str(folder))
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    cert = x509.load_pem_x509_certificate((folder / "web.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    hostname = subprocess.run(["hostname"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    dns = names.get_values_for_type(x509.DNSName)
+    ips = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert {hostname.lower(), "models.example.org", "localhost"} <= set(dns)
+    assert {*addresses, "127.0.0.1"} <= ips
+    assert oct((folder / "web.key").stat().st_mode & 0o777) == "0o600"
+    printed = f"{TLS_MARKER} {fingerprint((folder / 'web.crt').read_text())}"
+    assert marker_value(done.stdout, TLS_MARKER) == printed.split(" ", 1)[1]
 
 
 @pytest.mark.parametrize("source", ["path", "url"])
@@ -158,9 +216,10 @@ def test_a_wheel_mirror_without_pypi(tmp_path: Path, keys: dict[str, Path], role
     _, doc = render(tmp_path, "--role", role, "--ssh-key", keys["operator"], "--find-links",
                     "http://10.0.0.2:8000/wheels/", "--no-index", "--package", "modelserve")
     pip = [cmd for cmd in commands(doc) if " install " in cmd]
-    assert pip == ["/opt/modelserve/bin/pip install --quiet --disable-pip-version-check "
-                   "--find-links http://10.0.0.2:8000/wheels/ --trusted-host 10.0.0.2 "
+    assert pip == [f"{PIP} --find-links http://10.0.0.2:8000/wheels/ --trusted-host 10.0.0.2 "
                    "--no-index modelserve"]
+    lock = {item["path"]: item["content"] for item in doc["write_files"]}
+    assert lock["/etc/modelserve/requirements.lock"] == (REPO / "requirements.lock").read_text()
     assert commands(doc)[0] == "set -e"  # a failed step fails cloud-init
 
 
@@ -171,6 +230,7 @@ def test_a_wheel_mirror_without_pypi(tmp_path: Path, keys: dict[str, Path], role
     (["--role", "prod", "--deploy-key", "BAD"], "--deploy-key: not one OpenSSH public key"),
     (["--role", "prod", "--no-index"], "--no-index needs --find-links"),
     (["--role", "dev", "--find-links", "--pre"], "not a URL or directory"),
+    (["--role", "prod", "--tls-name", "x; rm -rf /"], "--name 'x; rm -rf /': not a host name"),
 ])
 def test_refusals(tmp_path: Path, keys: dict[str, Path], args: list[str], fragment: str) -> None:
     """Wrong combinations get one line each."""

@@ -49,6 +49,7 @@ def project(engine: Engine, images: Images, shared_data: Path):
     stack = Project(engine, f"msct{secrets.token_hex(3)}", images.modelserve, images.broker)
     try:
         stack.put_model(shared_data)
+        stack.create_token()
         yield stack
     finally:
         stack.down()

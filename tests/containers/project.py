@@ -47,6 +47,8 @@ class Project:
     broker_image: str
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    # The web container listens on 0.0.0.0, so it requires a token (made by create_token).
+    token: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
@@ -57,7 +59,9 @@ class Project:
         """What compose.yaml reads from the environment."""
         return self.engine.env(
             MODELSERVE_IMAGE=self.image, MODELSERVE_BROKER_IMAGE=self.broker_image,
-            MODELSERVE_BROKER_PASSWORD=self.password, MODELSERVE_WEB_PORT=str(self.port))
+            MODELSERVE_BROKER_PASSWORD=self.password, MODELSERVE_WEB_PORT=str(self.port),
+            # The load tests send as fast as they can; the rate limit has tests of its own.
+            MODELSERVE_RATE_LIMIT="off")
 
     def argv(self, *args: str) -> list[str]:
         """The compose command line for this project."""
@@ -130,6 +134,17 @@ class Project:
         done = self.compose("run", "--rm", "--no-deps", "-T", "web", "sh", "-c", script,
                             stdin=tar_of(shared_data, files))
         return done.stdout.decode()
+
+    def create_token(self) -> None:
+        """Make an API token in the models volume, as a user would (`modelserve tokens create`)."""
+        done = self.compose("run", "--rm", "--no-deps", "-T", "web", "modelserve", "tokens",
+                            "create", "--name", "tests", "--scope", "operate")
+        self.token = done.stdout.decode().strip().splitlines()[-1]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of the project's token."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     def logs(self) -> str:
         """The last lines of every service's log."""

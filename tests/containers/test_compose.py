@@ -43,14 +43,15 @@ def test_predictions_through_the_web_container(project: Project, production_prob
     status = project.wait_ready(workers=1)
     print(f"\nup -> ready in {time.monotonic() - started:.1f} s: {status}")
     project.wait_healthy()
-    answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW, ROW]})
+    answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW, ROW]},
+                       headers=project.headers)
     assert answer.status == 200, answer.body
     body = answer.json()
     assert body["probabilities"][0] == pytest.approx(production_probability, abs=1e-4)
     assert body["model_version"] == status["active_version"]
     (worker,) = project.running("worker")
     assert body["worker"].split(":")[0] == worker[:12]  # the hostname is the container id
-    page = http("GET", f"{project.url}/")
+    page = http("GET", f"{project.url}/", headers=project.headers)
     assert page.status == 200 and status["active_version"].encode() in page.body
 
 
@@ -68,10 +69,12 @@ def test_git_push_delivers_into_the_volume(project: Project, shared_data, tmp_pa
     pushes.copy_seed(shared_data, "development", checkout)
     result = commit_and_push(checkout, "development model", env=env)
     assert result.returncode == 0 and "accepted" in result.stderr, result.stderr
-    live = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]}).json()["model_version"]
+    live = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]},
+                     headers=project.headers).json()["model_version"]
     assert live != before
     project.compose("exec", "-T", "web", "modelserve", "models", "rollback", "--reason", "tests")
-    answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]})
+    answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]},
+                       headers=project.headers)
     assert answer.json()["model_version"] == before
 
 
@@ -79,7 +82,8 @@ def _workers_seen(project: Project, wanted: set[str], limit: int = 300) -> set[s
     """Send predictions until every wanted hostname has answered (or the limit is reached)."""
     seen: set[str] = set()
     for _ in range(limit):
-        answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]})
+        answer = post_json(f"{project.url}/api/v1/predict", {"rows": [ROW]},
+                           headers=project.headers)
         assert answer.status == 200, answer.body
         seen.add(answer.json()["worker"].split(":")[0])
         if wanted <= seen:
@@ -101,7 +105,7 @@ def test_a_killed_worker_loses_no_request(project: Project, production_probabili
     project.up(workers=3)
     project.wait_ready(workers=3)
     victim = project.running("worker")[0]
-    with BoundedLoad(project.url, threads=4, seconds=60) as load:
+    with BoundedLoad(project.url, threads=4, seconds=60, headers=project.headers) as load:
         time.sleep(3)
         project.engine.docker("kill", victim)
         time.sleep(5)
@@ -117,7 +121,7 @@ def test_scale_back_to_one_under_load(project: Project, production_probability):
     """`up --scale worker=1` stops two workers gracefully while requests keep arriving."""
     project.up(workers=3)
     project.wait_ready(workers=3)
-    with BoundedLoad(project.url, threads=2, seconds=60) as load:
+    with BoundedLoad(project.url, threads=2, seconds=60, headers=project.headers) as load:
         time.sleep(1)
         project.up(workers=1)
         time.sleep(1)

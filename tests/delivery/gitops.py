@@ -63,8 +63,8 @@ def registry_state(home: Path) -> tuple[str | None, list[str], int]:
 class Load(BoundedLoad):
     """One client sending predictions throughout a push: which versions answered, what failed."""
 
-    def __init__(self, url: str):
-        super().__init__(url, threads=1, seconds=300)
+    def __init__(self, url: str, headers: dict[str, str] | None = None):
+        super().__init__(url, threads=1, seconds=300, headers=headers)
 
     @property
     def versions(self) -> Counter:

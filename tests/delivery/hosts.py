@@ -16,6 +16,7 @@ import secrets
 import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -92,13 +93,19 @@ class LocalUser:
 
     @classmethod
     @contextlib.contextmanager
-    def create(cls, prefix: str = "ms-deploy") -> Iterator[LocalUser]:
-        """Create the user (unique name), yield it, then delete it and its home."""
+    def create(cls, prefix: str = "ms-deploy", sandbox: bool = False) -> Iterator[LocalUser]:
+        """Create the user (unique name), yield it, then delete it and its home.
+
+        sandbox: let it start the model sandbox as an installer would (`modelserve sandbox
+        setup --for-user`), as a serving account that runs the hooks must; removed on exit.
+        """
         name = f"{prefix}-{secrets.token_hex(3)}"
         run("useradd", "--create-home", "--shell", "/bin/bash", name)
         try:
             # useradd's locked password ("!") makes sshd refuse key logins too; "*" does not.
             run("usermod", "-p", "*", name)
+            if sandbox:
+                run(sys.executable, "-m", "modelserve", "sandbox", "setup", "--for-user", name)
             entry = pwd.getpwnam(name)
             yield cls(name, Path(entry.pw_dir), entry.pw_uid, entry.pw_gid)
         finally:
@@ -106,9 +113,14 @@ class LocalUser:
 
     @staticmethod
     def _delete(name: str) -> None:
-        """Delete the user and its home; its leftover processes would make userdel refuse."""
+        """Delete the user, its home and sandbox rule; its processes would make userdel refuse."""
+        run(sys.executable, "-m", "modelserve", "sandbox", "remove", "--for-user", name,
+            check=False)
         with contextlib.suppress(KeyError):
-            kill_pids(pids_of_uid(pwd.getpwnam(name).pw_uid))
+            entry = pwd.getpwnam(name)
+            kill_pids(pids_of_uid(entry.pw_uid))
+            # `delivery authorize` run as root makes ~/.ssh immutable: userdel could not delete it.
+            run("chattr", "-i", Path(entry.pw_dir) / ".ssh", check=False)
         run("userdel", "-r", name, check=False)
 
     def run(self, *command: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -176,10 +188,13 @@ class NetnsHost:
     The root namespace gets 10.231.X.1/24, the namespace 10.231.X.2 (X random per host).
     """
 
-    def __init__(self, root_keys: Path | None = None) -> None:
+    def __init__(self, root_keys: Path | None = None, users_run_python: bool = False) -> None:
         # root_keys: let root log in with the keys of this file only (the deploy account of
         # tests: our interpreter lives under /root, which other users cannot enter here).
         self.root_keys = root_keys
+        # users_run_python: sshd's sessions see a /root that holds only our interpreter's
+        # folder, enterable by anyone (a mount namespace of sshd's own: nothing changes here).
+        self.users_run_python = users_run_python
         token = secrets.token_hex(3)
         self.name = f"ms-{token}"
         self.host_link = f"msh-{token}"  # interface names are limited to 15 characters
@@ -259,9 +274,16 @@ class NetnsHost:
         log = (self.workdir / "sshd.log").open("w")
         with log:
             self.sshd = subprocess.Popen(
-                ["ip", "netns", "exec", self.name, SSHD, "-D", "-e", "-f", str(config)],
+                ["ip", "netns", "exec", self.name, *self._python_for_users(),
+                 SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self._wait_for_sshd()
+
+    def _python_for_users(self) -> list[str]:
+        """A prefix that runs sshd where other users can start our interpreter, or nothing."""
+        if not self.users_run_python:
+            return []
+        return python_for_users(self.workdir / "root")
 
     def _wait_for_sshd(self) -> None:
         """Return once the SSH banner arrives on ADDRESS:22; fail early if sshd died."""
@@ -321,6 +343,24 @@ def _common_sshd_lines(address: str, host_key: Path, pid_file: Path) -> list[str
         "UsePAM no",
         f"Subsystem sftp {SFTP_SERVER}",  # Ansible falls back with warnings without it
     ]
+
+
+def python_for_users(stage: Path) -> list[str]:
+    """A command prefix under which other users can run our interpreter (if it is in /root).
+
+    The command runs in a mount namespace of its own whose /root holds only the interpreter's
+    folder, enterable by anyone; nothing changes outside it. stage: a new, empty folder.
+    """
+    interpreter = Path(os.path.realpath(sys.executable))
+    if not interpreter.is_relative_to("/root"):
+        return []
+    stage.mkdir()
+    script = ('set -e; mount --bind /root "$1"; '
+              'mount -t tmpfs -o mode=0755,size=1m modelserve-root /root; '
+              'mkdir "/root/$2"; mount --bind "$1/$2" "/root/$2"; umount -l "$1"; '
+              'shift 2; exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+            "sh", str(stage), interpreter.relative_to("/root").parts[0]]
 
 
 def free_subnet() -> str:

@@ -57,8 +57,8 @@ def nudged(into: Path, amount: float) -> None:
 
 
 def too_large(into: Path) -> None:
-    """A good model with 3 MB of ballast beside it."""
-    (into / "ballast.bin").write_bytes(np.random.default_rng(0).bytes(3 << 20))
+    """A good model with 1.5 MB of ballast beside it: over --max-mb 1, under git's pack limit."""
+    (into / "ballast.bin").write_bytes(np.random.default_rng(0).bytes(3 << 19))
 
 
 def no_model(into: Path) -> None:
@@ -101,3 +101,30 @@ REFUSED_KINDS = [
     (no_model, "no model in the push"),
     (both_kinds, "both a bundle"),
 ]
+
+
+def functional_bundle(dataset, out: Path) -> dict:
+    """A Functional-API model (two branches merged) as a bundle: no plan expresses it."""
+    from modelserve.model import contract
+    from modelserve.model.backend import import_keras
+    from modelserve.model.bundle import write_bundle
+    from modelserve.model.dataset import stratified_split
+
+    keras = import_keras()
+    keras.utils.set_random_seed(5)
+    train_idx, test_idx = stratified_split(dataset.labels, 0.2, 7)
+    normalization = keras.layers.Normalization()
+    normalization.adapt(dataset.features[train_idx])
+    inputs = keras.Input((dataset.features.shape[1],), name="features")
+    scaled = normalization(inputs)
+    wide = keras.layers.Dense(12, activation="relu")(scaled)
+    narrow = keras.layers.Dense(4, activation="tanh")(scaled)
+    merged = keras.layers.Concatenate()([wide, narrow])
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(merged))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(dataset.features[train_idx], dataset.labels[train_idx], epochs=15,
+              batch_size=16, verbose=0)
+    split = contract.split_record(7, 0.2, len(train_idx), len(test_idx))
+    manifest = contract.evaluated_manifest(model, dataset, test_idx, split)
+    manifest.update(source={"kind": "trained", "note": "Functional API, built by a test"})
+    return write_bundle(out, model, manifest)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from delivery.hosts import LocalUser, NetnsHost, generate_key, live_pids, run
+from modelserve.sandbox.policy import sudoers_path
 
 # Local git commands must not depend on the machine's git identity.
 GIT_IDENTITY = ["-c", "user.name=t", "-c", "user.email=t@t"]
@@ -18,8 +19,8 @@ GIT_IDENTITY = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
 @pytest.fixture(scope="module")
 def deploy_user() -> Iterator[LocalUser]:
-    """A throw-away deploy user, shared by this module's tests."""
-    with LocalUser.create() as user:
+    """A throw-away deploy user with its model-sandbox rule, shared by this module's tests."""
+    with LocalUser.create(sandbox=True) as user:
         yield user
 
 
@@ -85,7 +86,8 @@ def test_git_push_over_ssh_reaches_the_bare_repository(host, deploy_user, deploy
 
 def test_teardown_leaves_no_namespace_sshd_or_user(tmp_path):
     """After exit: no namespace, no link, none of the host's processes, no user or home."""
-    with LocalUser.create() as user, NetnsHost() as netns_host:
+    with LocalUser.create(sandbox=True) as user, NetnsHost() as netns_host:
+        assert Path(sudoers_path(user.name)).is_file()  # as an installer leaves it
         key = generate_key(tmp_path)
         user.authorize(key.with_suffix(".pub"))
         # A session still open at exit: its sshd children must go too.
@@ -104,6 +106,7 @@ def test_teardown_leaves_no_namespace_sshd_or_user(tmp_path):
     with pytest.raises(KeyError):
         pwd.getpwnam(user.name)
     assert not home.exists()
+    assert not Path(sudoers_path(user.name)).exists()
 
 
 def wait_for_session(host: NetnsHost, user: LocalUser, seconds: float = 10) -> None:

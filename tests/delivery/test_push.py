@@ -113,11 +113,20 @@ def test_too_large_a_push_is_refused(production, checkout, shared_data):
 
 
 @pytest.mark.slow
-def test_other_branches_are_stored_not_deployed(production, checkout, shared_data):
-    """A push to another branch is kept in the repository and says it was not deployed."""
+def test_other_branches_are_refused_or_stored_not_deployed(production, checkout, shared_data):
+    """Another branch is refused by default; with `--other-refs store`, kept and not deployed."""
     pushes.copy_seed(shared_data, "development", checkout)
     state = registry_state(production.home)
-    result = commit_and_push(checkout, "experiment", branch="experiment")
+    refused = commit_and_push(checkout, "experiment", branch="experiment")
+    assert refused.returncode != 0 and "only master is accepted" in refused.stderr, (
+        refused.stderr)
+    home = production.home
+    assert run_cli("delivery", "init", "--web-url", production.url, "--other-refs", "store",
+                   home=home).returncode == 0
+    try:
+        result = push(checkout, branch="experiment")
+    finally:
+        run_cli("delivery", "init", "--web-url", production.url, home=home)
     assert result.returncode == 0 and "stored, not deployed" in result.stderr, result.stderr
     assert registry_state(production.home) == state
 
@@ -207,3 +216,66 @@ def test_the_documented_workflow_train_into_a_folder_commit_push(production, che
     assert result.returncode == 0, result.stderr
     manifest = json.loads((checkout / "models" / "manifest.json").read_text())
     assert reported_live_version(result) == manifest["version"] == registry_state(home)[0]
+
+
+@pytest.mark.slow
+def test_a_functional_model_that_passes_the_gate_goes_live(production, checkout, dataset,
+                                                           tmp_path, reliability):
+    """No plan expresses a Functional model: the gate checks it with Keras, workers serve it."""
+    bundle = pushes.functional_bundle(dataset, tmp_path / "functional")
+    pushes.copy_bundle(tmp_path / "functional", checkout)
+    before = registry_state(production.home)[0]
+    # Keras, not a plan, serves it: each worker imports TensorFlow on its first batch.
+    assert run_cli("delivery", "init", "--web-url", production.url, "--live-timeout", "120",
+                   home=production.home).returncode == 0
+    try:
+        result = commit_and_push(checkout, "functional", "force-deploy",
+                                 "reason=functional test")
+        assert result.returncode == 0 and "push -> live in" in result.stderr, result.stderr
+        assert reported_live_version(result) == bundle["version"]
+        assert registry_state(production.home)[0] == bundle["version"]
+        answer = post_json(f"{production.url}/api/v1/predict", {"rows": [ROW]}).json()
+        assert answer["model_version"] == bundle["version"], answer
+        assert not (production.home / "registry" / "versions" / bundle["version"] /
+                    "plan.npz").exists()  # Keras serves it, as the gate checked it
+    finally:
+        run_cli("models", "activate", before, "--reason", "functional test done",
+                home=production.home)
+        run_cli("delivery", "init", "--web-url", production.url, home=production.home)
+    reliability.record("Security", "a pushed Functional-API model",
+                       "accepted by the gate and served by the workers (Keras, no plan); "
+                       "failed to activate before (plan.npz: No such file)",
+                       accepted=1, live=1)
+
+
+@pytest.mark.slow
+def test_a_failure_after_acceptance_says_what_happened_without_server_paths(
+        production, checkout, shared_data, reliability):
+    """The registry refuses the accepted model (staging is a file): one line, no paths."""
+    staging = production.home / "registry" / "staging"
+    aside = staging.with_name("staging.aside")
+    pushes.copy_seed(shared_data, "development", checkout)
+    pushes.nudged(checkout, 1e-4)
+    state = registry_state(production.home)
+    staging.rename(aside)
+    staging.write_text("not a folder\n")
+    try:
+        result = commit_and_push(checkout, "accepted, then the registry fails")
+    finally:
+        staging.unlink()
+        aside.rename(staging)
+    lines = [line for line in result.stderr.splitlines() if "accepted but not activated" in line]
+    assert len(lines) == 1, result.stderr
+    assert f"production still serves {state[0]}" in lines[0], lines[0]
+    assert "nothing was added" in lines[0] and "the registry" in lines[0], lines[0]
+    said = "\n".join(line for line in result.stderr.splitlines() if line.startswith("remote:"))
+    for path in (str(production.home), str(production.home.resolve()), "/registry", "pending/"):
+        assert path not in said, said
+    assert "Traceback" not in result.stderr
+    assert registry_state(production.home) == state
+    assert (production.home / "delivery" / "gate-errors.log").read_text().count(
+        "RegistryError") >= 1
+    reliability.record("Security", "a failure after the gate accepted a push",
+                       "one line: what failed and what production still serves, without "
+                       "server paths; the traceback stays in the server's delivery log",
+                       failures=1, server_paths_shown=0)

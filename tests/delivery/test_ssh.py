@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
+from serving.auth_helpers import bearer, create_token
 from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import start_stack
 
 from delivery import pushes
 from delivery.gitops import Load, commit_and_push, git, registry_state
-from delivery.hosts import NetnsHost, generate_key
+from delivery.hosts import LocalUser, NetnsHost, generate_key, python_for_users, run
+from modelserve.registry import Registry
 
 
 def _authorize(home: Path, key: Path, keys_dir: Path) -> Path:
@@ -27,6 +30,11 @@ def _new_key(directory: Path) -> Path:
     """A fresh client key pair; returns the private key."""
     directory.mkdir(mode=0o700)
     return generate_key(directory)
+
+
+def _token_header(home: Path) -> dict[str, str]:
+    """The Authorization header of a new predict token (the stack listens off loopback)."""
+    return bearer(create_token(home)[1])
 
 
 def _deploy_key(directory: Path, home: Path) -> Path:
@@ -46,10 +54,14 @@ def production_host(tmp_path: Path, shared_data: Path, pima_csv: Path):
     assert run_cli("models", "activate", version_of_seed(home, "production"),
                    home=home).returncode == 0
     key = _deploy_key(tmp_path / "dev-ssh", tmp_path / "dev-home")
+    assert run_cli("delivery", "init", home=home).returncode == 0  # the stack's URL comes later
     keys_file = _authorize(home, key, tmp_path / "production-ssh")
     with NetnsHost(root_keys=keys_file) as host:
+        # Off loopback the stack requires tokens; its rate limit is tested elsewhere, and the
+        # load here must not spend it (one client, as fast as it can, for minutes).
         stack = start_stack(home, "--workers", "2", "--host", "0.0.0.0",  # noqa: S104 (ns only)
-                            prefix=("ip", "netns", "exec", host.name), address=host.address)
+                            prefix=("ip", "netns", "exec", host.name), address=host.address,
+                            env={"MODELSERVE_RATE_LIMIT": "off"})
         try:
             stack.wait_ready(workers=2)
             # The hooks run on the host, beside the stack: they reach it on its loopback.
@@ -80,7 +92,7 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
 
     state = registry_state(stack.home)
     kinds = [*pushes.REFUSED_KINDS, (pushes.too_large, "byte limit")]
-    with Load(stack.url) as load:
+    with Load(stack.url, headers=_token_header(stack.home)) as load:
         for breaker, words in kinds:
             pushes.copy_seed(shared_data, "production", checkout)
             breaker(checkout)
@@ -98,7 +110,7 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     (checkout / "ballast.bin").unlink()
 
     pushes.copy_seed(shared_data, "development", checkout)
-    with Load(stack.url) as load:
+    with Load(stack.url, headers=_token_header(stack.home)) as load:
         accepted = commit_and_push(checkout, "development model", env=env,
                                    remote="production")
     assert accepted.returncode == 0 and "push -> live in" in accepted.stderr, accepted.stderr
@@ -106,6 +118,9 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
     live = registry_state(stack.home)[0]
     assert live != production_version
     assert not load.failures and set(load.versions) == {production_version, live}, load.versions
+    # The history says which key pushed: `delivery key` comments its keys so.
+    event = Registry(stack.home / "registry").history()[-1]
+    assert (event["action"], event["user"]) == ("activate", "modelserve-deploy-key"), event
 
     shell = client.ssh(f"root@{host.address}")
     assert shell.returncode != 0 and "can only push to and fetch" in shell.stderr
@@ -119,3 +134,87 @@ def test_push_over_ssh_goes_live_and_the_key_can_do_nothing_else(production_host
         "Security", "the deploy key over real SSH", pushes_accepted=1, attempts_refused=4,
         note="a shell, a command (cat /etc/shadow), another repository path and a stranger's "
              "key refused; fetch of the models repository allowed")
+
+
+@pytest.fixture
+def deploy_account(tmp_path: Path, shared_data: Path, pima_csv: Path):
+    """A real deploy account owning a production home (seed model live), delivery set up."""
+    with LocalUser.create(sandbox=True) as user:  # its hooks check models in the sandbox
+        home = user.home / "modelserve"
+        prepare_home(home, shared_data, pima_csv)
+        assert run_cli("models", "activate", version_of_seed(home, "production"),
+                       home=home).returncode == 0
+        # No stack here: the push must be taken and activated, not served (no wait for it).
+        init = run_cli("delivery", "init", "--web-url", "http://127.0.0.1:9", "--live-timeout",
+                       "0", home=home)
+        assert init.returncode == 0, init.stderr
+        run("chown", "-R", f"{user.name}:{user.name}", home)
+        yield user, home
+
+
+@pytest.mark.slow
+def test_the_deploy_account_cannot_rewrite_its_keys_and_the_key_still_pushes(
+        deploy_account, shared_data, tmp_path, reliability):
+    """`authorize` as root: the account can neither write nor replace its keys; sshd takes them."""
+    user, home = deploy_account
+    keys = tmp_path / "dev-ssh"
+    keys.mkdir(mode=0o700)
+    key = generate_key(keys, "alice@laptop")
+    ssh_dir = user.home / ".ssh"
+    done = run_cli("delivery", "authorize", f"{key}.pub", "--ssh-dir", ssh_dir, home=home)
+    assert done.returncode == 0 and "as 'alice-laptop'" in done.stdout, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    for path, mode in ((ssh_dir, 0o755), (ssh_dir / "authorized_keys", 0o644)):
+        info = path.stat()
+        assert (info.st_uid, info.st_mode & 0o7777) == (0, mode), (path, oct(info.st_mode))
+    attempts = {
+        "append a key": ["sh", "-c", f"echo ssh-ed25519 AAAA evil >> {ssh_dir}/authorized_keys"],
+        "replace the file": ["sh", "-c", f"cp /dev/null {ssh_dir}/new && mv {ssh_dir}/new "
+                             f"{ssh_dir}/authorized_keys"],
+        "rename ~/.ssh away": ["mv", str(ssh_dir), f"{user.home}/old-ssh"],
+        "remove ~/.ssh": ["rm", "-rf", str(ssh_dir)],
+    }
+    for what, command in attempts.items():
+        assert user.run(*command, check=False).returncode != 0, what
+    assert "evil" not in (ssh_dir / "authorized_keys").read_text()
+    again = run_cli("delivery", "authorize", f"{key}.pub", "--ssh-dir", ssh_dir, home=home)
+    assert "already authorized" in again.stdout, again.stderr
+
+    with NetnsHost(users_run_python=True) as host:
+        client = host.client(key)
+        checkout = tmp_path / "dev"
+        repo = home / "delivery" / "models.git"
+        cloned = client.git("clone", "-q", f"{user.name}@{host.address}:{repo}", str(checkout))
+        assert cloned.returncode == 0, cloned.stderr + host.log()
+        pushes.copy_seed(shared_data, "development", checkout)
+        pushed = commit_and_push(checkout, "development model", env=client.git_env())
+        shell = client.ssh(f"{user.name}@{host.address}", "id")
+    assert pushed.returncode == 0 and "live: " in pushed.stderr, pushed.stderr
+    assert shell.returncode != 0 and "can only push to and fetch" in shell.stderr
+    event = Registry(home / "registry").history()[-1]
+    assert (event["action"], event["user"], event["account"]) == (
+        "activate", "alice-laptop", user.name), event
+    reliability.record(
+        "Security", "the deploy account's authorized_keys (authorize as root)",
+        "root's 0644 file in root's immutable 0755 ~/.ssh: append, replace, rename and "
+        "remove as the account all fail; sshd (StrictModes) still takes the key; the "
+        "history names the key", attempts_refused=len(attempts), pushes_accepted=1)
+
+
+def test_authorize_run_as_the_account_warns(tmp_path: Path):
+    """The account's own run keeps its keys writable by it: one warning line says how to fix."""
+    with LocalUser.create() as user:
+        public = user.home / "bob.pub"
+        run("cp", generate_key(tmp_path, "bob").with_suffix(".pub"), public)
+        assert run_cli("delivery", "init", home=user.home / "modelserve").returncode == 0
+        run("chown", "-R", f"{user.name}:{user.name}", user.home)
+        done = run(*python_for_users(tmp_path / "root"), "runuser", "-u", user.name, "--",
+                   "env", f"HOME={user.home}", f"MODELSERVE_HOME={user.home}/modelserve",
+                   sys.executable, "-m", "modelserve", "delivery", "authorize", public,
+                   check=False)
+        keys = user.home / ".ssh" / "authorized_keys"
+        assert done.returncode == 0 and "authorized" in done.stdout, done.stderr
+        warning = done.stderr.strip().splitlines()
+        assert len(warning) == 1 and warning[0].startswith(f"warning: {user.name} can rewrite")
+        assert f"--ssh-dir {keys.parent}" in warning[0]
+        assert keys.stat().st_uid == user.uid and keys.stat().st_mode & 0o777 == 0o600

@@ -456,18 +456,28 @@ def kill_9(process: subprocess.Popen) -> bool:
     return running
 
 
-def checkers_of(home: Path) -> list[int]:
-    """The model checkers (`python -m modelserve.model.check`) working on this home's staging."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"modelserve.model.check" in cmdline and str(home).encode() in cmdline:
-                found.append(int(entry.name))
-    return [pid for pid in found if alive(pid)]
+def sandboxed_checkers(wait: float = 5.0) -> list[int]:
+    """The sandbox's processes (`modelserve.sandbox.*`) still alive after `wait` seconds.
+
+    A confined check names no path on its command line (its inputs come on stdin), so it is
+    found by its module; none may outlive the `models add` that started it (pdeathsig), and
+    this test's registry is the only one adding models while it runs.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"modelserve.sandbox." in cmdline:
+                    found.append(int(entry.name))
+        running = [pid for pid in found if alive(pid)]
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
 
 
 def holds_lock(pid: int, lock: str) -> bool:
@@ -549,7 +559,7 @@ def _kill_adds(home: Path, registry: Registry, tmp_path: Path, development: str,
         if not kill_9(process):
             landed["after it finished"] += 1
             continue
-        assert checkers_of(home) == []
+        assert sandboxed_checkers() == []
         left = staging(registry)
         checked = bool(left) and (registry.root / "staging" / left[0] / "plan.npz").is_file()
         stored = (registry.root / "versions" / version).is_dir()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from containers.engine import CACHE, REPO
-from serving.stack_helpers import ROW, Response, post_json
+from serving.stack_helpers import ROW, Response
 
 from hosts.mirror import serve, stage_mirror
 from hosts.testhost import TestHost, gateway, inventory
@@ -24,27 +24,60 @@ from hosts.testhost import TestHost, gateway, inventory
 pytestmark = pytest.mark.slow
 
 PLAYBOOK = REPO / "deploy" / "ansible"
+# The serving account's modelserve home on production, and the web app's certificate there
+# (modelserve_web_tls_cert), when the web role made one.
+SERVING_HOME = "/home/deploy/.local/share/modelserve"
+WEB_CERT = f"{SERVING_HOME}/tls/web.crt"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                    re.MULTILINE)
 
 
-def converge(inventory_file: Path, extra: dict) -> tuple[dict[str, int], float]:
-    """Run the site playbook; return changed tasks per host and the seconds it took."""
+def converge(inventory_file: Path, extra: dict, *hosts: TestHost) -> tuple[dict[str, int], float]:
+    """Run the site playbook; return changed tasks per host and the seconds it took (on failure,
+    say what the hosts' services logged). The changed tasks' names are printed."""
     started = time.monotonic()
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory_file),
          "-e", json.dumps(extra), "site.yml"],
         cwd=PLAYBOOK, capture_output=True, text=True, timeout=1800, check=False)
     seconds = time.monotonic() - started
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert done.returncode == 0, (done.stdout[-6000:] + done.stderr[-2000:]
+                                  + (diagnosis(*hosts) if done.returncode else ""))
     recap = {host: int(changed) for host, _, changed, unreachable, failed
              in RECAP.findall(done.stdout) if unreachable == failed == "0"}
+    print(f"\nchanged: {changed_tasks(done.stdout)}")
     return recap, seconds
 
 
-def predict(host: TestHost, rows: list) -> Response:
-    """A prediction from a host's port 5100 (any status)."""
-    return post_json(f"http://{host.address}:5100/api/v1/predict", {"rows": rows}, 30)
+def changed_tasks(output: str) -> list[str]:
+    """`host: task` for every task a playbook run reported changed."""
+    changed, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:].split("]", 1)[0]
+        elif line.startswith("changed: ["):
+            changed.append(f"{line[10:].split(']', 1)[0]}: {task}")
+    return changed
+
+
+def api_token(host: TestHost) -> str:
+    """Make an API token (scope predict) on production, as its operator would."""
+    return host.exec("runuser", "-u", "deploy", "--", "env", f"MODELSERVE_HOME={SERVING_HOME}",
+                     "/opt/modelserve/bin/modelserve", "tokens", "create", "--name", "tests"
+                     ).stdout.strip()
+
+
+def predict(host: TestHost, rows: list, token: str) -> Response:
+    """A prediction from a host's port 5100 (any status), asked on the host itself with a token;
+    over HTTPS, verified with the web app's certificate, if it has one."""
+    tls = host.exec("test", "-f", WEB_CERT, check=False).returncode == 0
+    url = f"{'https' if tls else 'http'}://127.0.0.1:5100/api/v1/predict"
+    done = host.exec("curl", "-sS", "-m", "30", "-w", "\\n%{http_code}", "-H",
+                     "Content-Type: application/json", "-H", f"Authorization: Bearer {token}",
+                     "-d", json.dumps({"rows": rows}),
+                     *(["--cacert", WEB_CERT] if tls else []), url, check=False, timeout=60)
+    body, _, status = done.stdout.rpartition("\n")
+    return Response(int(status) if status.isdigit() else 0, {}, (body or done.stderr).encode())
 
 
 def as_dev(dev: TestHost, script: str) -> subprocess.CompletedProcess:
@@ -82,17 +115,18 @@ def reachable(source: TestHost, target: TestHost, port: int) -> bool:
 
 
 def test_site_converges_idempotently_and_a_push_from_development_serves_on_production(
-        fresh_host, host_key, host_network, engine, pima_csv, tmp_path):
+        fresh_host, host_key, host_network, engine, pima_csv, tmp_path, reliability):
     """Converge production + development, again: changed=0; train, push, predict. Then a worker
-    host: it follows production's model and answers too; the broker admits it and not dev."""
+    host (converged twice: changed=0): it follows production's model and answers too, over TLS
+    as its own broker account; the broker admits it and not dev."""
     prod, dev = fresh_host("prod"), fresh_host("dev")
     mirror = stage_mirror(CACHE, tmp_path / "mirror", {})
     with serve(mirror, gateway(engine, host_network)) as url:
         extra = {"common_find_links": f"{url}/wheels/", "modelserve_dataset_file": str(pima_csv)}
         groups = {"production": [prod], "development": [dev], "workers": []}
         hosts = inventory(groups, host_key, tmp_path / "inventory.ini")
-        first, first_seconds = converge(hosts, extra)
-        second, second_seconds = converge(hosts, extra)
+        first, first_seconds = converge(hosts, extra, prod, dev)
+        second, second_seconds = converge(hosts, extra, prod, dev)
         print(f"\nconverge production + development: {first_seconds:.0f} s "
               f"(changed {first}); again: {second_seconds:.0f} s (changed {second})")
         assert set(second) == {"prod", "dev"} and all(v == 0 for v in second.values()), second
@@ -103,7 +137,8 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
                               "git push -q production master 2>&1")
         assert "push -> live in" in trained.stdout, trained.stdout + trained.stderr
         version = json.loads(dev.exec("cat", "/home/dev/models/manifest.json").stdout)["version"]
-        first_answer = predict(prod, [ROW])
+        token = api_token(prod)
+        first_answer = predict(prod, [ROW], token)
         assert first_answer.status == 200, first_answer.body
         answer = first_answer.json()
         assert answer["model_version"] == version and 0 <= answer["probabilities"][0] <= 1
@@ -111,14 +146,17 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
         worker = fresh_host("worker1")
         groups["workers"] = [worker]
         hosts = inventory(groups, host_key, tmp_path / "inventory.ini")
-        _, worker_seconds = converge(hosts, extra)
-        print(f"converge with a worker host: {worker_seconds:.0f} s")
+        _, worker_seconds = converge(hosts, extra, prod, worker)
+        again, again_seconds = converge(hosts, extra, prod, worker)
+        print(f"converge with a worker host: {worker_seconds:.0f} s; again: {again_seconds:.0f} s "
+              f"(changed {again})")
+        assert all(v == 0 for v in again.values()), again
     wait_for(lambda: "active" in worker.exec("ls", "/home/deploy/.local/share/modelserve/registry"
                                              ).stdout, 120, "the worker host following production")
     served_by, refused = Counter(), []
     deadline = time.monotonic() + 120
     while len(served_by) < 2 and time.monotonic() < deadline:
-        response = predict(prod, [ROW])
+        response = predict(prod, [ROW], token)
         if response.status != 200:
             refused.append(f"{response.status} {response.body[:200]!r}")
             time.sleep(1)
@@ -128,4 +166,47 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
         served_by[answer["worker"].split(":")[0]] += 1
     print(f"answers by host: {dict(served_by)}; refused: {refused[:3]} ({len(refused)})")
     assert set(served_by) == {"prod", "worker1"}, diagnosis(prod, worker)
-    assert reachable(worker, prod, 5672) and not reachable(dev, prod, 5672)
+    assert_broker_tls(prod, dev, worker, reliability, sum(served_by.values()))
+
+
+def listening(host: TestHost, port: int) -> set[str]:
+    """The local addresses a host listens on for a TCP port (`ss -ltn`)."""
+    lines = host.exec("ss", "-Hltn", f"sport = :{port}").stdout.splitlines()
+    return {line.split()[3].rsplit(":", 1)[0] for line in lines if line.strip()}
+
+
+def rabbitmqctl(host: TestHost, *args: str) -> list[list[str]]:
+    """Rows of a rabbitmqctl listing on a host, split at tabs."""
+    done = host.exec("rabbitmqctl", "-q", *args, "--no-table-headers")
+    return [line.split("\t") for line in done.stdout.splitlines() if line.strip()]
+
+
+def assert_broker_tls(prod: TestHost, dev: TestHost, worker: TestHost, reliability,
+                      answers: int) -> None:
+    """With a worker host: TLS on 5671 for it only, plain 5672 on loopback only, its own
+    account with a worker's permissions, its key on its side and the CA's on production's."""
+    assert listening(prod, 5672) == {"127.0.0.1"}, diagnosis(prod)
+    assert listening(prod, 5671) & {"0.0.0.0", "*", "[::]"}, diagnosis(prod)  # noqa: S104
+    assert reachable(worker, prod, 5671) and not reachable(worker, prod, 5672)
+    assert not reachable(dev, prod, 5671) and not reachable(dev, prod, 5672)
+    connections = rabbitmqctl(prod, "list_connections", "user", "ssl", "peer_host")
+    from_worker = [row for row in connections if row[2] == worker.address]
+    assert from_worker and all(row[:2] == ["worker-worker1", "true"] for row in from_worker), \
+        connections
+    assert all(row[1] == "false" and row[2] == "127.0.0.1" for row in connections
+               if row[0] == "modelserve"), connections
+    permissions = rabbitmqctl(prod, "list_user_permissions", "worker-worker1")
+    assert permissions == [["modelserve", "^modelserve\\.predict$",
+                            "^(amq\\.default|modelserve\\.predict)$", "^modelserve\\.predict$"]]
+    env = worker.exec("cat", "/etc/modelserve/modelserve.env").stdout
+    assert "MODELSERVE_BROKER_URL=amqps://worker-worker1:" in env and "amqp://" not in env
+    assert worker.exec("test", "-e", "/etc/modelserve/broker-ca", check=False).returncode == 1
+    assert worker.exec("stat", "-c", "%a %U:%G", "/etc/modelserve/broker-tls/client.key"
+                       ).stdout.split() == ["640", "root:deploy"]
+    assert prod.exec("stat", "-c", "%a", "/etc/modelserve/broker-ca/ca.key").stdout.strip() == "600"
+    reliability.record(
+        "Security", "Ansible: a worker host on production's broker",
+        "real hosts: 5671 (TLS, verify_peer) open to the worker host only, 5672 on loopback; "
+        "the worker's own account; its answers came over amqps",
+        worker_tls_connections=len(from_worker), answers_during_check=answers,
+        plain_reachable_from_worker=0, tls_reachable_from_dev=0)

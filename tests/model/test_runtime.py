@@ -39,14 +39,14 @@ def test_compiled_plan_equals_keras_on_every_row(trained_bundle: Path, dataset: 
 def test_cached_plan_loads_without_tensorflow(
     trained_bundle: Path, dataset: Dataset, tmp_path: Path
 ) -> None:
-    """A bundle with a checked plan.npz is served by numpy alone."""
+    """A bundle with a checked plan.npz, trusted as a registry version's, is served by numpy."""
     bundle = Path(shutil.copytree(trained_bundle, tmp_path / "bundle"))
     check_bundle(bundle, plan_out=bundle / "plan.npz")
     rows = dataset.features[:50]
     script = (
         "import sys, json, numpy as np\n"
         "from modelserve.model.runtime import ModelRuntime\n"
-        f"r = ModelRuntime.load({str(bundle)!r})\n"
+        f"r = ModelRuntime.load({str(bundle)!r}, trust_cached_plan=True)\n"
         f"p = r.score(np.array({rows.tolist()!r}, dtype=np.float32)).probabilities\n"
         "print(json.dumps([r.kind, 'tensorflow' in sys.modules, p.tolist()]))\n"
     )
@@ -64,7 +64,7 @@ def test_plan_of_another_model_is_ignored(
     """A stale plan.npz (made from other weights) never answers for this model."""
     bundle = Path(shutil.copytree(trained_bundle, tmp_path / "bundle"))
     check_bundle(legacy_bundle, plan_out=bundle / "plan.npz")
-    scores = ModelRuntime.load(bundle).score(dataset.features[:20])
+    scores = ModelRuntime.load(bundle, trust_cached_plan=True).score(dataset.features[:20])
     expected = _keras_outputs(bundle, dataset.features[:20])
     assert np.abs(scores.probabilities - expected).max() <= 1e-5
 
@@ -79,7 +79,7 @@ def test_a_damaged_plan_is_ignored_and_the_model_loaded_instead(
     plan = bytearray((bundle / "plan.npz").read_bytes())
     plan[offset : offset + 16] = b"\xff" * 16
     (bundle / "plan.npz").write_bytes(plan)
-    runtime = ModelRuntime.load(bundle)
+    runtime = ModelRuntime.load(bundle, trust_cached_plan=True)
     assert runtime.kind in ("plan", "keras")  # compiled afresh from model.keras
     expected = _keras_outputs(bundle, dataset.features[:20])
     assert np.abs(runtime.score(dataset.features[:20]).probabilities - expected).max() <= 1e-5

@@ -134,6 +134,14 @@ def _not_keras_zip(path: Path) -> None:
         archive.writestr("readme.txt", "not a model")
 
 
+def _with_member(name: str) -> Callable[[Path], None]:
+    """model.keras with one more member, named `name`."""
+    def change(path: Path) -> None:
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(name, "extra")
+    return change
+
+
 def _model_linked_outside(bundle: Path, scratch: Path) -> Path:
     """model.keras a symbolic link to a file outside the bundle (with the right hash)."""
     outside = scratch / "elsewhere.keras"
@@ -155,6 +163,16 @@ def _a_file(_bundle: Path, scratch: Path) -> Path:
     path = scratch / "bundle.zip"
     path.write_bytes(b"PK\x05\x06" + bytes(18))
     return path
+
+
+def _plan_listed(bundle: Path, _scratch: Path) -> Path:
+    """A plan.npz of its own, listed with its sha256 in a re-stamped manifest."""
+    plan = bundle / "plan.npz"
+    plan.write_bytes(b"PK\x05\x06" + bytes(18))
+    manifest = _manifest(bundle)
+    manifest["files"]["plan.npz"] = {"sha256": sha256_file(plan), "bytes": plan.stat().st_size}
+    manifest["version"] = compute_version(manifest)
+    return _write_raw(bundle, manifest)
 
 
 def _set_feature(index: int, name: str) -> Callable[[dict], None]:
@@ -244,6 +262,7 @@ KINDS: dict[str, tuple[Make, str]] = {
                                        "the manifest was edited"),
     "model.keras linked outside": (_model_linked_outside, "model.keras is a symbolic link"),
     "manifest.json linked outside": (_manifest_linked_outside, "manifest.json is a symbolic link"),
+    "plan.npz listed in the manifest": (_plan_listed, "the manifest lists plan.npz"),
     # These reach the model checker (a fresh process loading TensorFlow).
     "model.keras truncated": (_rehashed(lambda p: p.write_bytes(p.read_bytes()[:1000])),
                               "cannot be loaded as a Keras model"),
@@ -251,6 +270,8 @@ KINDS: dict[str, tuple[Make, str]] = {
                               "cannot be loaded as a Keras model"),
     "a zip that is not a Keras model": (_rehashed(_not_keras_zip),
                                         "cannot be loaded as a Keras model"),
+    "model.keras with a member Keras never writes": (
+        _rehashed(_with_member("../../outside.txt")), "climbs out with '..'"),
     "model takes 7 features": (_rebuilt(_seven_inputs),
                                "input of shape (None, 7); the contract says (None, 8)"),
     "model answers NaN": (_rebuilt(_answers_nan), "NaN or infinite outputs"),

@@ -73,9 +73,10 @@ def http_server(handler: type[BaseHTTPRequestHandler] | Callable,
         server.server_close()
 
 
-def post_json(url: str, payload, timeout: float = 15.0) -> Response:
-    """POST a JSON document."""
-    return http("POST", url, json.dumps(payload).encode(), "application/json", timeout)
+def post_json(url: str, payload, timeout: float = 15.0,
+              headers: dict[str, str] | None = None) -> Response:
+    """POST a JSON document (with extra headers, e.g. a token's Authorization)."""
+    return http("POST", url, json.dumps(payload).encode(), "application/json", timeout, headers)
 
 
 def wait_until_answering(url: str, timeout: float) -> None:
@@ -233,9 +234,10 @@ class BoundedLoad:
     """Predictions from a few threads until stopped, or at most `seconds` or `limit` requests."""
 
     def __init__(self, url: str, threads: int = 4, seconds: float = 60, limit: int = 20_000,
-                 request_timeout: float = 30):
+                 request_timeout: float = 30, headers: dict[str, str] | None = None):
         self.url, self.seconds, self.limit = url, seconds, limit
         self.request_timeout = request_timeout
+        self.headers = headers or {}  # e.g. the Authorization of a stack that requires it
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -256,7 +258,7 @@ class BoundedLoad:
         started = time.monotonic()
         try:
             response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]},
-                                 timeout=self.request_timeout)
+                                 timeout=self.request_timeout, headers=self.headers)
         except TimeoutError as error:
             return Answer(HUNG, repr(error), time.monotonic() - started, started)
         except (OSError, HTTPException) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from modelserve.provision.openstack import (
     Provisioner,
     ServerSpec,
     Timing,
+    allowed_sources,
     connect,
     merge,
     translated_errors,
@@ -20,7 +22,9 @@ from modelserve.provision.openstack import (
 from modelserve.provision.ready import (
     console_reader,
     deploy_key_in,
+    wait_for_certificate,
     wait_for_console,
+    wait_for_marker,
     wait_for_stack,
 )
 from modelserve.provision.state import Deployment, StateDir, check_name
@@ -29,12 +33,14 @@ from modelserve.provision.userdata import (
     DEFAULT_PACKAGE,
     PROD_ACCOUNT,
     ROLES,
+    TLS_MARKER,
     VENV,
     WEB_PORT,
     UserData,
     public_key,
     render,
 )
+from modelserve.tls import client_context
 
 
 @click.group()
@@ -74,6 +80,10 @@ def userdata_options(command: Callable) -> Callable:
                      help="--containers: the compose.yaml (embedded if a path, fetched if a URL)."),
         click.option("--web-port", type=click.IntRange(1, 65535), default=WEB_PORT,
                      show_default=True, help="Port of the web app and API."),
+        click.option("--tls/--no-tls", default=True, show_default=True,
+                     help="prod: HTTPS (and HSTS) with a certificate the server makes at boot."),
+        click.option("--tls-name", "tls_names", multiple=True, metavar="HOST",
+                     help="prod: a name the certificate also holds (a DNS name of the server)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -89,7 +99,7 @@ def user_data_from(options: dict) -> UserData:
         production_host=options["production_host"], package=options["package"],
         find_links=options["find_links"], no_index=options["no_index"],
         dataset_url=options["dataset_url"], compose_file=options["compose_file"],
-        web_port=options["web_port"],
+        web_port=options["web_port"], tls=options["tls"], tls_names=options["tls_names"],
     )
 
 
@@ -125,8 +135,9 @@ def _production_address(states: StateDir) -> str:
 @click.option("--key-name", default="", help="Keypair to reuse or create "
               "(default: the deployment's name, created and later deleted).")
 @click.option("--name", default="", help="Deployment name (default: modelserve-ROLE).")
-@click.option("--allow-from", default="0.0.0.0/0", show_default=True,
-              help="Addresses allowed to reach SSH and the web port.")
+@click.option("--allow-from", multiple=True, metavar="CIDR",
+              help="Addresses allowed to reach SSH and the web port (required; repeatable; "
+              "0.0.0.0/0 is everyone).")
 @click.option("--active-timeout", type=click.FloatRange(1), default=600, show_default=True,
               help="Seconds to wait for the server to become ACTIVE.")
 @click.option("--ready-timeout", type=click.FloatRange(0), default=900, show_default=True,
@@ -136,9 +147,11 @@ def _production_address(states: StateDir) -> str:
               help="Where to write the Ansible inventory (default: MODELSERVE_HOME/cloud).")
 @click.pass_obj
 def up(settings: Settings, cloud_name: str, image: str, flavor: str, network: str,
-       floating_network: str, key_name: str, name: str, allow_from: str, active_timeout: float,
+       floating_network: str, key_name: str, name: str, allow_from: tuple[str, ...],
+       active_timeout: float,
        ready_timeout: float, poll_seconds: float, inventory: Path | None, **options) -> None:
     """Start a server of a role on OpenStack, contextualized by cloud-init, and wait for it."""
+    sources = allowed_sources(allow_from)
     states = _states(settings, inventory)
     deployment = Deployment(name=check_name(name or f"modelserve-{options['role']}"),
                             role=options["role"], containers=options["containers"],
@@ -149,30 +162,22 @@ def up(settings: Settings, cloud_name: str, image: str, flavor: str, network: st
     spec = ServerSpec(image=image, flavor=flavor, network=network,
                       floating_network=floating_network, key_name=key_name,
                       public_key=public_key(data.ssh_key, "--ssh-key"), user_data=render(data),
-                      web_port=data.web_port, allow_from=allow_from)
+                      web_port=data.web_port, allow_from=sources)
     timing = Timing(active_seconds=active_timeout, poll_seconds=poll_seconds)
     connection = connect(cloud_name)
     Provisioner(connection, states, click.echo, timing).up(deployment, spec)
     click.echo(f"inventory: {states.write_inventory()}")
     if ready_timeout > 0:
-        _wait_until_ready(connection, deployment, data, ready_timeout, poll_seconds)
+        _wait_until_ready(connection, states, deployment, data, ready_timeout, poll_seconds)
     click.echo(f"ssh {ADMIN_USER}@{deployment.address}")
 
 
-def _wait_until_ready(connection, deployment: Deployment, data: UserData, seconds: float,
-                      poll: float) -> None:
+def _wait_until_ready(connection, states: StateDir, deployment: Deployment, data: UserData,
+                      seconds: float, poll: float) -> None:
     """prod: the stack answers on the web port; dev: cloud-init's final message on the console."""
-    web_port = data.web_port
     down = f"`modelserve cloud down --name {deployment.name}` deletes it"
     if deployment.role == "prod":
-        url = f"http://{deployment.address}:{web_port}/v2/health/ready"
-        status = wait_for_stack(url, seconds, poll, click.echo)
-        if status is None:
-            raise UserError(f"the stack did not answer at {url} within {seconds:.0f} s; the "
-                            f"server stays ({down}); its console log tells why")
-        model = status.get("active_version") or "none yet: push one"
-        click.echo(f"stack answers: http://{deployment.address}:{web_port}/  ready: "
-                   f"{status['ready']}, model: {model}")
+        _wait_for_the_stack(connection, states, deployment, data, seconds, poll, down)
         return
     output = wait_for_console(console_reader(connection, deployment.server), seconds, poll,
                               click.echo)
@@ -185,6 +190,51 @@ def _wait_until_ready(connection, deployment: Deployment, data: UserData, second
         click.echo(f"deploy key: {key}\nlet it push, on production: echo '{key}' | ssh "
                    f"{ADMIN_USER}@{data.production_host or 'PRODUCTION'} sudo -u {PROD_ACCOUNT} -H "
                    f"{VENV}/bin/modelserve delivery authorize /dev/stdin")
+
+
+def _wait_for_the_stack(connection, states: StateDir, deployment: Deployment, data: UserData,
+                        seconds: float, poll: float, down: str) -> None:
+    """Wait until the stack answers; over TLS only with the certificate the server vouched for."""
+    deadline = time.monotonic() + seconds
+    tls = data.tls and not data.containers
+    base = f"{'https' if tls else 'http'}://{deployment.address}:{data.web_port}"
+    context = None
+    if tls:
+        pinned = _pin_certificate(connection, states, deployment, data, seconds, poll, down)
+        # The exact certificate is trusted, whatever address the floating IP gave us.
+        context = client_context(pinned, check_hostname=False)
+    url = f"{base}/v2/health/ready"
+    status = wait_for_stack(url, max(deadline - time.monotonic(), 0), poll, click.echo, context)
+    if status is None:
+        raise UserError(f"the stack did not answer at {url} within {seconds:.0f} s; the "
+                        f"server stays ({down}); its console log tells why")
+    model = status.get("active_version") or "none yet: push one"
+    click.echo(f"stack answers: {base}/  ready: {status['ready']}, model: {model}")
+    if tls:
+        cert = states.certificate(deployment.name)
+        click.echo(f"https: verify it with {cert}, e.g. curl --cacert {cert} --resolve "
+                   f"{deployment.name}:{data.web_port}:{deployment.address} "
+                   f"https://{deployment.name}:{data.web_port}/v2/health/ready")
+
+
+def _pin_certificate(connection, states: StateDir, deployment: Deployment, data: UserData,
+                     seconds: float, poll: float, down: str) -> Path:
+    """Read the certificate's fingerprint on the console (the compute API vouches for it),
+    then take the certificate from the server only if it matches; keep it."""
+    deadline = time.monotonic() + seconds
+    read = console_reader(connection, deployment.server)
+    expected = wait_for_marker(read, TLS_MARKER, seconds, poll, click.echo)
+    if expected is None:
+        raise UserError(f"the server printed no certificate fingerprint within {seconds:.0f} s;"
+                        f" it stays ({down}); its console log tells why")
+    pem = wait_for_certificate(deployment.address, data.web_port, expected,
+                               max(deadline - time.monotonic(), 0), poll, click.echo)
+    if pem is None:
+        raise UserError(f"nothing answered with TLS at {deployment.address}:{data.web_port} "
+                        f"within {seconds:.0f} s; the server stays ({down})")
+    path = states.pin_certificate(deployment.name, pem)
+    click.echo(f"certificate: sha256 {expected}, as the console says; kept in {path}")
+    return path
 
 
 @cloud.command()

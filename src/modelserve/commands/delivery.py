@@ -13,7 +13,13 @@ import click
 from modelserve.config import Settings
 from modelserve.delivery import access, remote
 from modelserve.delivery.activate import post_receive
-from modelserve.delivery.config import DeliveryConfig, delivery_dir, load_config, repository
+from modelserve.delivery.config import (
+    OTHER_REFS,
+    DeliveryConfig,
+    delivery_dir,
+    load_config,
+    repository,
+)
 from modelserve.delivery.gate import pre_receive, push_options, read_updates
 from modelserve.delivery.setup import init_delivery
 from modelserve.errors import UserError
@@ -36,16 +42,37 @@ def delivery() -> None:
               show_default=True, help="Size limit of the pushed model files.")
 @click.option("--web-url", default=DEFAULTS.web_url, show_default=True,
               help="The serving stack that must answer with a new model before a push ends.")
+@click.option("--web-ca", default="", metavar="FILE",
+              help="An https --web-url is verified with this certificate (e.g. the stack's "
+              "own self-signed one); '': the system's CAs.")
+@click.option("--other-refs", type=click.Choice(OTHER_REFS), default=DEFAULTS.other_refs,
+              show_default=True, help="Other branches and tags: refused, or stored (under the "
+              "same limits, never deployed).")
+@click.option("--max-tree-entries", type=click.IntRange(1), default=DEFAULTS.max_tree_entries,
+              show_default=True, help="Files and folders one pushed commit may hold in all.")
+@click.option("--live-timeout", type=click.FloatRange(0), default=DEFAULTS.live_timeout,
+              show_default=True, help="Seconds a push waits for the workers to answer with it.")
 @click.pass_obj
 def init(settings: Settings, branch: str, folder: str, tolerance: float, max_mb: float,
-         web_url: str) -> None:
-    """Create the bare repository and its hooks (running it again changes nothing)."""
+         web_url: str, web_ca: str, other_refs: str, max_tree_entries: int,
+         live_timeout: float) -> None:
+    """Create the repository and its hooks, or bring their settings up to date."""
     config = DeliveryConfig(branch=branch, folder=folder.strip("/"), tolerance=tolerance,
-                            max_bytes=int(max_mb * 2**20), web_url=web_url.rstrip("/"))
+                            max_bytes=int(max_mb * 2**20), web_url=web_url.rstrip("/"),
+                            web_ca=_certificate_file(web_ca),
+                            other_refs=other_refs, max_tree_entries=max_tree_entries,
+                            live_timeout=live_timeout)
     changes = init_delivery(settings, config)
     for change in changes:
         click.echo(change)
     click.echo(f"{'ready' if changes else 'unchanged'}: push to {repository(settings)}")
+
+
+def _certificate_file(path: str) -> str:
+    """The absolute path of --web-ca (the hooks run elsewhere), or '' when none was given."""
+    if path and not Path(path).is_file():
+        raise UserError(f"--web-ca {path}: no such file")
+    return str(Path(path).resolve()) if path else ""
 
 
 def _hook(settings: Settings, run) -> None:
@@ -54,6 +81,8 @@ def _hook(settings: Settings, run) -> None:
         run()
     except UserError as error:
         click.echo(str(error))
+        if error.__cause__ is not None:  # a failure after acceptance: the operator's to fix
+            _keep_traceback(settings)
         sys.exit(1)
     except Exception as error:  # never deploy after a failure we did not foresee
         click.echo(f"refused: the gate failed ({type(error).__name__}: {error}); "
@@ -89,20 +118,33 @@ def post_receive_hook(settings: Settings) -> None:
 @click.argument("public_key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--ssh-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path.home() / ".ssh", show_default="~/.ssh",
-              help="Where the deploy account's authorized_keys is.")
+              help="Where the deploy account's authorized_keys is (run as root for another "
+              "account's: the file becomes root's, out of that account's reach).")
+@click.option("--name", default=None,
+              help="The key's name in the history [default: from the key's comment].")
 @click.pass_obj
-def authorize(settings: Settings, public_key_file: Path, ssh_dir: Path) -> None:
+def authorize(settings: Settings, public_key_file: Path, ssh_dir: Path, name: str | None) -> None:
     """Let a development server's key push models here (and do nothing else)."""
-    changed = access.authorize(public_key_file.read_text().strip(), settings.home, ssh_dir)
-    click.echo(f"{'authorized' if changed else 'already authorized'}: {public_key_file.name} "
-               f"may push to {repository(settings)}")
+    if not (repository(settings) / "HEAD").is_file():
+        # As root, MODELSERVE_HOME must name the account's home: the key's command uses it.
+        raise UserError(f"no delivery repository at {repository(settings)}: run `modelserve "
+                        "delivery init` first (as root for an account: set MODELSERVE_HOME to "
+                        "its home)")
+    done = access.authorize(public_key_file.read_text().strip(), settings.home, ssh_dir, name)
+    click.echo(f"{'authorized' if done.changed else 'already authorized'}: "
+               f"{public_key_file.name} as {done.name!r} may push to {repository(settings)}")
+    if done.warning:
+        click.echo(done.warning, err=True)
 
 
 @delivery.command("serve-git", hidden=True)
+@click.option("--key", "key_name", default="", help="The name of the key that logged in.")
 @click.pass_obj
-def serve_git(settings: Settings) -> None:
+def serve_git(settings: Settings, key_name: str) -> None:
     """The deploy key's forced command: run git-receive-pack/upload-pack on our repository."""
     argv = access.git_command_for(os.environ.get("SSH_ORIGINAL_COMMAND"), repository(settings))
+    # The hooks record who pushed: the key's name, never a value the client could send.
+    os.environ[access.PUSHER_ENV] = key_name
     os.execvp(argv[0], argv)  # noqa: S606 (fixed program names, checked path)
 
 

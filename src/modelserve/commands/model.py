@@ -14,8 +14,9 @@ from modelserve.commands.common import (
     training_data,
 )
 from modelserve.config import Settings
-from modelserve.model.check import check_bundle_isolated
-from modelserve.model.legacy import import_legacy
+from modelserve.model.bundle import read_manifest
+from modelserve.model.dataset import stored_dataset
+from modelserve.sandbox.confined import check_bundle_confined, convert_legacy_confined
 
 
 @click.group()
@@ -27,12 +28,12 @@ def model() -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds the check may take.")
 def check(bundle: Path, timeout: float) -> None:
-    """Load BUNDLE in a clean process and run it on its contract's example rows."""
-    report = check_bundle_isolated(bundle, timeout=timeout)
+    """Load BUNDLE in the sandbox and run it on its contract's example rows."""
+    report = check_bundle_confined(bundle, timeout=timeout)
     click.echo(
-        f"ok: {report['version']} loads, fits its contract and reproduces its "
-        f"{report['examples']} example rows (max difference {report['max_difference']:.2g}); "
-        f"runtime: {report['runtime']}"
+        f"ok: {report.version} loads, fits its contract and reproduces its "
+        f"{report.examples} example rows (max difference {report.max_difference:.2g}); "
+        f"runtime: {report.runtime}"
     )
 
 
@@ -57,11 +58,12 @@ def import_legacy_command(
     activate: bool,
     reason: str,
 ) -> None:
-    """Convert a Keras 2 model.json + model.h5 pair into a bundle."""
-    dataset = training_data(settings, data_path)
+    """Convert a Keras 2 model.json + model.h5 pair into a bundle (in the sandbox)."""
+    training_data(settings, data_path)  # a bad dataset is refused here, with its own words
+    dataset = data_path if data_path is not None else stored_dataset(settings.data_dir)
     with bundle_destination(out) as bundle:
-        manifest = import_legacy(architecture, weights, dataset, bundle)
-        click.echo(describe_metrics(manifest))
+        convert_legacy_confined(architecture, weights, dataset, bundle)
+        click.echo(describe_metrics(read_manifest(bundle)))
         keep_bundle(
             settings,
             bundle,

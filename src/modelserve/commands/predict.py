@@ -57,7 +57,11 @@ def estimate_rows(path: Path) -> int:
 def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None) -> None:
     """Score every row of IN.csv (8 feature columns, header optional) into OUTPUT."""
     started = time.perf_counter()
-    runtime = ModelRuntime.load(resolve_model(settings, model))
+    bundle = resolve_model(settings, model)
+    # A bundle directory someone handed over may carry any plan.npz: only a registry
+    # version's plan, derived by the registry from the checked model, is used as it is.
+    from_registry = model is None or not Path(model).is_dir()
+    runtime = ModelRuntime.load(bundle, trust_cached_plan=from_registry)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     os.close(fd)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
+from modelserve.auth.policy import AuthMode, parse_mode, resolve_mode
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.stack.up import (
@@ -18,8 +22,35 @@ from modelserve.stack.up import (
     registry_hint,
     restore_default_signals,
 )
+from modelserve.tls import ServerTLS, check_server_files
 
 DEFAULTS = StackOptions()
+
+
+def tls_options(command: Callable) -> Callable:
+    """Add --tls-cert and --tls-key: gunicorn then serves HTTPS itself."""
+    path = click.Path(dir_okay=False, path_type=Path)
+    command = click.option("--tls-key", type=path, metavar="FILE",
+                           help="Its private key (PEM, not readable by other accounts).")(command)
+    return click.option("--tls-cert", type=path, metavar="FILE",
+                        help="Serve HTTPS with this certificate (PEM; `modelserve tls "
+                        "self-signed` makes one).")(command)
+
+
+def _resolved_auth(settings: Settings, host: str) -> str:
+    """MODELSERVE_AUTH for the web app: `auto` becomes `required` off loopback; say which."""
+    mode = resolve_mode(parse_mode(settings.auth), host)
+    if mode is AuthMode.REQUIRED:
+        click.echo("auth: required (API: `Authorization: Bearer TOKEN`; pages: /login); "
+                   "make a token with `modelserve tokens create --name NAME`")
+    else:
+        click.echo(f"auth: off (listening on {host}; MODELSERVE_AUTH=required turns it on)")
+    return mode.value
+
+
+def _server_tls(options: dict) -> ServerTLS | None:
+    """Take the TLS options out of the command's options and check the files they name."""
+    return check_server_files(options.pop("tls_cert"), options.pop("tls_key"))
 
 
 @click.command()
@@ -37,10 +68,13 @@ DEFAULTS = StackOptions()
               help="Port of the private RabbitMQ node (its Erlang ports: +19000, +20000).")
 @click.option("--inline", is_flag=True,
               help="No broker and no workers: score in the web process (a baseline).")
+@tls_options
 @click.pass_obj
 def up(settings: Settings, **options) -> None:
     """Start a broker, workers and the web app, and keep them running until Ctrl-C."""
-    stack = Stack(settings, StackOptions(**options), click.echo)
+    tls = _server_tls(options)
+    settings = replace(settings, auth=_resolved_auth(settings, options["host"]))
+    stack = Stack(settings, StackOptions(**options, tls=tls), click.echo)
     try:
         with interrupts_stop_the_stack():
             stack.start()
@@ -57,6 +91,9 @@ def _announce(stack: Stack, settings: Settings) -> None:
     """Print the URLs and whether the stack is ready."""
     base = stack.base_url()
     click.echo(f"web: {base}/  (API: {base}/api/v1/predict, {base}/v2, docs {base}/openapi.json)")
+    if stack.options.tls:
+        click.echo(f"https: certificate {stack.options.tls.cert}; a client that does not trust "
+                   f"its issuer verifies with it (curl --cacert {stack.options.tls.cert})")
     hint = registry_hint(settings.registry_dir)
     if hint:
         click.echo(hint)
@@ -97,13 +134,18 @@ def worker(settings: Settings, name: str, loglevel: str) -> None:
               show_default=True)
 @click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
               show_default=True)
+@tls_options
 @click.pass_obj
-def web(settings: Settings, host: str, port: int, web_processes: int, web_threads: int) -> None:
+def web(settings: Settings, host: str, port: int, web_processes: int, web_threads: int,
+        **options) -> None:
     """Serve the web app under gunicorn for MODELSERVE_BROKER_URL (the workers run elsewhere)."""
     if not settings.broker_url:
         raise UserError("set MODELSERVE_BROKER_URL to the broker's amqp:// URL")
-    click.echo(f"web: http://{host}:{port}/ with broker {redact(settings.broker_url)}")
-    argv = gunicorn_argv(host, port, web_processes, web_threads)
+    tls = _server_tls(options)
+    scheme = "https" if tls else "http"
+    click.echo(f"web: {scheme}://{host}:{port}/ with broker {redact(settings.broker_url)}")
+    os.environ["MODELSERVE_AUTH"] = _resolved_auth(settings, host)  # gunicorn inherits it
+    argv = gunicorn_argv(host, port, web_processes, web_threads, tls=tls)
     # Become gunicorn rather than supervise it: in a container it is then PID 1's child or
     # PID 1 itself and gets SIGTERM straight from `docker stop`, with nothing in between.
     sys.stdout.flush()

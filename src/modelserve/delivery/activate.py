@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -13,12 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from modelserve.config import Settings
+from modelserve.auth.local import local_auth_headers
+from modelserve.config import Settings, load_settings
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.delivery.gate import NOTE_FILE, PLAN_FILE, ZERO, Say, Update, pending_dir
 from modelserve.delivery.known import remember
+from modelserve.errors import UserError
 from modelserve.model.runtime import example_rows
 from modelserve.registry import Registry
+from modelserve.tls import client_context
+
+
+class NotActivated(UserError):
+    """A candidate the gate accepted did not go live; the message says what production serves."""
 
 
 @contextmanager
@@ -50,7 +58,26 @@ def post_receive(settings: Settings, config: DeliveryConfig, updates: list[Updat
                     "that push deploys its own model")
                 shutil.rmtree(pending, ignore_errors=True)
                 continue
-            go_live(settings, config, pending, say)
+            try:
+                go_live(settings, config, pending, say)
+            except Exception as error:  # the push is in: say what happened, not where
+                shutil.rmtree(pending, ignore_errors=True)
+                raise NotActivated(_not_activated(settings, update.new, pending, error)) from error
+
+
+def _not_activated(settings: Settings, commit: str, pending: Path, error: Exception) -> str:
+    """The one line a pusher reads when an accepted commit did not go live: no server paths."""
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    home, registry = settings.home, settings.registry_dir
+    places = {pending / "bundle": "the pushed model", pending: "the candidate",
+              registry: "the registry", home: "the server"}
+    # Longest first: the registry is inside the home, the candidate inside the delivery dir.
+    for path, name in sorted(places.items(), key=lambda item: -len(str(item[0]))):
+        for spelling in {str(path), str(path.absolute()), str(path.resolve())}:
+            text = text.replace(spelling, name)
+    live = Registry(registry).active_version()
+    return (f"{commit[:12]} accepted but not activated: {text}; production still serves "
+            f"{live or 'nothing'}; push a new commit to try again")
 
 
 def branch_tip(ref: str) -> str:
@@ -72,7 +99,8 @@ def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say)
         reason = f"revert to {info.version}" + (f": {note['reason']}" if note["reason"] else "")
     else:
         info = registry.add(pending / "bundle", source=source, reason=reason)
-    registry.activate(info.version, source=source, reason=reason)
+    registry.activate(info.version, source=source, reason=reason,
+                      pusher=note.get("pusher") or "")
     if note.get("model_files"):
         remember(settings, note["model_files"], info.version)
     shutil.rmtree(pending, ignore_errors=True)
@@ -95,8 +123,17 @@ def _registry_reusing_gate_plan(settings: Settings, pending: Path) -> Registry:
     sha256): reusing it spares a TensorFlow start for the registry's own check.
     """
     gate_plan = pending / "bundle" / PLAN_FILE
-    return Registry(settings.registry_dir,
-                    checker=lambda staged: shutil.copyfile(gate_plan, staged / PLAN_FILE))
+    return Registry(settings.registry_dir, checker=lambda staged: _take_plan(gate_plan, staged))
+
+
+def _take_plan(gate_plan: Path, staged: Path) -> None:
+    """Copy the gate's plan into a staged version, if the gate could derive one.
+
+    A model no plan expresses (a Functional one, say) has none: the gate checked it with
+    Keras, and the workers serve it with Keras.
+    """
+    if gate_plan.is_file():
+        shutil.copyfile(gate_plan, staged / PLAN_FILE)
 
 
 def _metrics_line(registry: Registry, info, previous: str | None) -> str:
@@ -112,20 +149,31 @@ def _metrics_line(registry: Registry, info, previous: str | None) -> str:
 def wait_until_served(config: DeliveryConfig, manifest: dict, timeout: float) -> bool:
     """Ask the serving stack until an answer comes from this version (True) or time runs out."""
     body = json.dumps({"rows": example_rows(manifest)[:1].tolist()}).encode()
+    context = _web_context(config)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _answered_by(config.web_url, body) == manifest["version"]:
+        if _answered_by(config.web_url, body, context) == manifest["version"]:
             return True
         time.sleep(0.1)
     return False
 
 
-def _answered_by(web_url: str, body: bytes) -> str | None:
+def _web_context(config: DeliveryConfig) -> ssl.SSLContext | None:
+    """How an https web_url is verified: its certificate named by `delivery init --web-ca`."""
+    if not config.web_url.startswith("https://"):
+        return None
+    return client_context(Path(config.web_ca)) if config.web_ca else ssl.create_default_context()
+
+
+def _answered_by(web_url: str, body: bytes, context: ssl.SSLContext | None = None) -> str | None:
     """The version that answered one prediction, or None if the stack did not answer."""
+    # An exposed stack needs a credential: the serving account's local token (auth/local-token).
+    headers = {"Content-Type": "application/json", **local_auth_headers(load_settings().home)}
     request = urllib.request.Request(f"{web_url}/api/v1/predict", data=body,  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (our URL)
+        with urllib.request.urlopen(request, timeout=2,  # noqa: S310 (our URL)
+                                    context=context) as response:
             return json.load(response).get("model_version")
     except (OSError, ValueError, urllib.error.HTTPError):
         return None

@@ -10,6 +10,8 @@ from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text
 
+OTHER_REFS = ("refuse", "store")
+
 
 @dataclass(frozen=True)
 class DeliveryConfig:
@@ -21,6 +23,12 @@ class DeliveryConfig:
     max_bytes: int = 50 << 20
     live_timeout: float = 10.0
     web_url: str = "http://127.0.0.1:5100"
+    # The certificate (or CA) an https web_url is verified with; "": the system's CAs.
+    web_ca: str = ""
+    # Refs other than the deployed branch: refused, or stored under the same limits.
+    other_refs: str = "refuse"
+    # Files and folders a pushed commit's whole tree may hold (counted before anything else).
+    max_tree_entries: int = 1000
 
 
 def delivery_dir(settings: Settings) -> Path:

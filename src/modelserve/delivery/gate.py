@@ -1,42 +1,55 @@
 """The pre-receive gate: nothing reaches production that does not load, fit and score well.
 
 A candidate is materialized from the pushed commit (still in git's quarantine), converted if
-it is a legacy pair, checked in a clean process, compared with the live model's input
-contract, and scored against the live model on this server's own evaluation rows. Only a
-candidate that passes is kept, under pending/<commit>, for the post-receive hook.
+it is a legacy pair, checked in the sandbox, compared with the live model's input
+contract, and scored (in the sandbox too) against the live model on this server's own
+evaluation rows. Only a candidate that passes is kept, under pending/<commit>, for the
+post-receive hook.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from modelserve.config import Settings
+from modelserve.delivery import pushed
+from modelserve.delivery.access import PUSHER_ENV
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.delivery.known import version_deployed_from
+from modelserve.delivery.refs import (
+    ZERO,
+    TreeEntry,
+    model_file_refusal,
+    ref_refusal,
+    too_large,
+    too_many_entries,
+)
 from modelserve.errors import UserError
 from modelserve.model import metrics
-from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names
-from modelserve.model.check import check_bundle, check_bundle_isolated
-from modelserve.model.dataset import load_dataset, stored_dataset
+from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names, read_manifest
+from modelserve.model.dataset import stored_dataset
 from modelserve.model.holdout import held_out
-from modelserve.model.legacy import import_legacy
-from modelserve.model.runtime import ModelRuntime
+from modelserve.model.plan import Plan
 from modelserve.registry import Registry, RegistryError
+from modelserve.sandbox.confined import (
+    check_bundle_confined,
+    convert_legacy_confined,
+    score_confined,
+)
+from modelserve.sandbox.protocol import CheckResult
+from modelserve.sandbox.runner import SandboxUnavailable
 
-ZERO = "0" * 40
 PLAN_FILE = "plan.npz"
 NOTE_FILE = "delivery.json"
 LEGACY_FILES = ("model.json", "model.h5")
@@ -90,16 +103,53 @@ def pending_dir(settings: Settings, commit: str) -> Path:
 
 def pre_receive(settings: Settings, config: DeliveryConfig, updates: list[Update],
                 options: dict[str, str], say: Say) -> None:
-    """Judge every update of the deployed branch; raise Refused to refuse the whole push."""
+    """Refuse what must not be stored, then judge the deployed branch; Refused refuses all."""
+    _check_limits(config, updates)
     branch_ref = f"refs/heads/{config.branch}"
     for update in updates:
         if update.ref != branch_ref:
             say(f"{update.ref}: stored, not deployed (only {config.branch} deploys)")
             continue
-        if update.new == ZERO:
-            raise Refused(f"refused: deleting {config.branch} would leave nothing deployed")
         verdict = judge(settings, config, update.new, options, say)
         say(_acceptance(update.new, verdict))
+
+
+def _check_limits(config: DeliveryConfig, updates: list[Update]) -> None:
+    """Every ref's rules, the tree-entry cap of every new commit, fast-forwards and sizes."""
+    for update in updates:
+        if refusal := ref_refusal(update.ref, update.old, update.new, config):
+            raise Refused(refusal)
+    tips = [_pushed_commit(update) for update in updates]
+    # First of all the content checks: nothing below lists a tree that may hold 200,000 files.
+    for tree, commit in pushed.new_trees(tips).items():
+        count = pushed.count_entries(tree, config.max_tree_entries)
+        if refusal := too_many_entries(commit, count, config.max_tree_entries):
+            raise Refused(refusal)
+    for update, tip in zip(updates, tips, strict=True):
+        if update.ref.startswith("refs/heads/") and update.old != ZERO and not (
+                pushed.is_ancestor(update.old, tip)):
+            raise Refused(f"refused: {update.ref} {update.old[:12]} -> {tip[:12]} is not a "
+                          "fast-forward; history that was pushed here is never rewritten "
+                          "(push a revert or a merge instead)")
+        _folder_files(tip, config)
+
+
+def _pushed_commit(update: Update) -> str:
+    """The commit a ref update points at, refusing a ref that would name a tree or a blob."""
+    commit = pushed.peeled_commit(update.new)
+    if commit is None:
+        raise Refused(f"refused: {update.ref} points at {update.new[:12]}, which is not a commit")
+    return commit
+
+
+def _folder_files(commit: str, config: DeliveryConfig) -> list[TreeEntry]:
+    """The entries of the model folder in a commit, refused over the size limit."""
+    folder = config.folder.strip("/")
+    listed = pushed.entries(commit, [folder] if folder else [], recursive=True)
+    total = sum(entry.size or 0 for entry in listed)
+    if refusal := too_large(total, config.max_bytes, folder or "the repository"):
+        raise Refused(refusal)
+    return listed
 
 
 def _acceptance(commit: str, verdict: Verdict) -> str:
@@ -142,8 +192,8 @@ def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, sc
                      options: dict[str, str], say: Say) -> Verdict:
     """Extract, convert, check and score a model never deployed here; leave its bundle."""
     tree = _materialize(commit, config, scratch / "tree")
-    bundle, converted_here = _candidate_bundle(settings, tree, scratch / "bundle")
-    _check(bundle, converted_here)
+    bundle = _candidate_bundle(settings, tree, scratch / "bundle")
+    _check(bundle)
     verdict = _compare(settings, config, bundle, options, say)
     shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
     return verdict
@@ -181,14 +231,6 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def _git(*args: str) -> bytes:
-    """Run git in the hook's repository (quarantined objects included) and return stdout."""
-    done = subprocess.run(["git", *args], capture_output=True, check=False)  # noqa: S603,S607
-    if done.returncode != 0:
-        raise Refused(f"refused: git {args[0]} failed: {done.stderr.decode(errors='replace')}")
-    return done.stdout
-
-
 def _model_files_id(commit: str, config: DeliveryConfig) -> str | None:
     """An id of the pushed model files alone (their git blob ids): equal ids, identical files."""
     folder = config.folder.strip("/")
@@ -201,37 +243,28 @@ def _model_files_id(commit: str, config: DeliveryConfig) -> str | None:
 
 
 def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
-    """Extract the model folder of a commit, refusing it when it is over the size limit."""
+    """Write the model files of a commit (those alone) into out; refuse links and oversize."""
     folder = config.folder.strip("/")
-    where = [folder] if folder else []
-    listing = _git("ls-tree", "-r", "-l", commit, "--", *where).decode()
-    sizes = [int(line.split()[3]) for line in listing.splitlines() if line.split()[3] != "-"]
-    if not sizes:
+    if not _folder_files(commit, config):
         raise Refused(f"refused: no files in {folder or 'the repository root'} of {commit[:12]}")
-    if sum(sizes) > config.max_bytes:
-        raise Refused(f"refused: the model files are {sum(sizes):,} bytes, over the "
-                      f"{config.max_bytes:,} byte limit")
-    archive = _git("archive", "--format=tar", commit, *where)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        _extract(tar, out)
-    return out / folder if folder else out
+    wanted = [f"{folder}/{name}" if folder else name for name in MODEL_FILES]
+    _extract(pushed.entries(commit, wanted), out)
+    return out
 
 
-def _extract(tar: tarfile.TarFile, out: Path) -> None:
-    """Extract a pushed tree, refusing links and paths that leave `out`."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(out, filter="data")
-        return
-    # Python before 3.11.4 (Debian 12's python3 is 3.11.2) has no extraction filters.
-    for member in tar.getmembers():
-        inside = (out / member.name).resolve().is_relative_to(out.resolve())
-        if not inside or not (member.isfile() or member.isdir()):
-            raise Refused(f"refused: {member.name} is not a plain file in the model folder")
-    tar.extractall(out)  # noqa: S202 (every member was checked above)
+def _extract(entries: list[TreeEntry], out: Path) -> None:
+    """Copy the model files' blobs into out, refusing any entry that is not a plain file."""
+    for entry in entries:
+        if refusal := model_file_refusal(entry):
+            raise Refused(refusal)
+    out.mkdir(parents=True)
+    for entry in entries:
+        # The name is one of MODEL_FILES: the path git listed never decides where we write.
+        pushed.write_blob(entry, out / PurePosixPath(entry.path).name)
 
 
-def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, bool]:
-    """Find a bundle or a legacy pair; convert a pair. True when we wrote the model file."""
+def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
+    """Find a bundle or a legacy pair; convert a pair (in the sandbox)."""
     has_bundle = (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file()
     has_legacy = all((tree / name).is_file() for name in LEGACY_FILES)
     if has_bundle and has_legacy:
@@ -241,29 +274,30 @@ def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> tuple[Path, 
         out.mkdir()
         for name in (MODEL_FILE, MANIFEST_FILE):
             shutil.copy2(tree / name, out / name)
-        return out, False
+        return out
     if has_legacy:
-        dataset = load_dataset(stored_dataset(settings.data_dir))
         try:
-            import_legacy(tree / "model.json", tree / "model.h5", dataset, out)
+            convert_legacy_confined(tree / "model.json", tree / "model.h5",
+                                    stored_dataset(settings.data_dir), out)
+        except SandboxUnavailable:
+            raise
         except UserError as error:
             message = str(error).replace(f"{tree}/", "")  # the pusher's names, not our scratch
             raise Refused(f"refused: the legacy model cannot be converted: {message}") from None
-        return out, True
+        return out
     raise Refused("refused: no model in the push: expected model.keras + manifest.json, or "
                   "model.json + model.h5")
 
 
-def _check(bundle: Path, converted_here: bool) -> dict:
-    """Load and run the model, derive its scoring plan; a pushed model file in a clean process.
+def _check(bundle: Path) -> CheckResult:
+    """Load and run the model in the sandbox, where its scoring plan is derived too.
 
-    A converted legacy pair was parsed by our own readers and written by us: checking it here,
-    where Keras is already imported, saves a second TensorFlow start (~5 s) on every push.
+    Also a pair we converted: its model.keras was written inside the sandbox, from pushed files.
     """
     try:
-        if converted_here:
-            return check_bundle(bundle, plan_out=bundle / PLAN_FILE)
-        return check_bundle_isolated(bundle, plan_out=bundle / PLAN_FILE)
+        return check_bundle_confined(bundle, plan_out=bundle / PLAN_FILE)
+    except SandboxUnavailable:
+        raise
     except UserError as error:
         message = str(error).replace(str(bundle), "the pushed model")
         raise Refused(f"refused: {message}") from None
@@ -275,21 +309,21 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
     registry = Registry(settings.registry_dir)
     active = registry.active_version()
     live = registry.get(active) if active else None
-    candidate = ModelRuntime.load(bundle)
-    if live is not None and feature_names(live.manifest) != candidate.features:
-        raise Refused(f"refused: the model takes {candidate.features}; production's input "
+    manifest = read_manifest(bundle)  # checked in the sandbox, against its model file
+    if live is not None and feature_names(live.manifest) != feature_names(manifest):
+        raise Refused(f"refused: the model takes {feature_names(manifest)}; production's input "
                       f"contract is {feature_names(live.manifest)}")
     # This server's own rows: the default held-out split of its stored dataset.
     rows = held_out(settings.data_dir, {})
     features, labels = rows.features, rows.labels
-    probabilities = candidate.score(features).probabilities
+    probabilities = _scores(bundle, features, "the pushed model")
     if not np.isfinite(probabilities).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
-    accuracy = metrics.accuracy(labels, probabilities >= candidate.threshold)
+    accuracy = metrics.accuracy(labels, probabilities >= _threshold(manifest))
     live_accuracy = None
     if live is not None:
-        live_runtime = ModelRuntime.load(live.path)
-        live_accuracy = metrics.accuracy(labels, live_runtime.score(features).labels)
+        live_scores = _live_scores(live.path, live.manifest, features)
+        live_accuracy = metrics.accuracy(labels, live_scores >= _threshold(live.manifest))
         worse = live_accuracy - accuracy
         if worse > config.tolerance:
             message = (f"accuracy {accuracy:.4f} on this server's {len(labels)} evaluation rows "
@@ -302,10 +336,39 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
     return Verdict(accuracy, live_accuracy, len(labels))
 
 
+def _scores(bundle: Path, rows: np.ndarray, shown: str) -> np.ndarray:
+    """Score rows with a bundle in the sandbox."""
+    try:
+        return score_confined(bundle, rows)
+    except SandboxUnavailable:
+        raise
+    except UserError as error:
+        raise Refused(f"refused: {str(error).replace(str(bundle), shown)}") from None
+
+
+def _live_scores(bundle: Path, manifest: dict, rows: np.ndarray) -> np.ndarray:
+    """Score rows with the live model: its plan (numpy, no model code) here, else sandboxed."""
+    plan_path = bundle / PLAN_FILE
+    try:
+        plan = Plan.load(plan_path) if plan_path.is_file() else None
+    except Exception:  # damaged bytes make zipfile/numpy raise many types: score it confined
+        plan = None
+    if plan is not None and plan.source_sha256 == manifest["files"][MODEL_FILE]["sha256"]:
+        return np.asarray(plan(np.asarray(rows, dtype=np.float32)), np.float32)[:, 0]
+    return _scores(bundle, rows, "the live model")
+
+
+def _threshold(manifest: dict) -> float:
+    """The probability from which a model's answer is 1."""
+    return float(manifest["output"].get("threshold", 0.5))
+
+
 def _record(path: Path, commit: str, files_id: str | None, earlier: str | None,
             options: dict[str, str], started: float) -> None:
     """Note, beside the candidate, what post-receive reports and records."""
     note = {"commit": commit, "model_files": files_id, "earlier_version": earlier,
             "received_at": started, "forced": "force-deploy" in options,
-            "reason": options.get("reason", ""), "pusher": os.environ.get("USER", "")}
+            "reason": options.get("reason", ""), "account": os.environ.get("USER", ""),
+            # The name of the deploy key that pushed (set by serve-git; none for a local push).
+            "pusher": os.environ.get(PUSHER_ENV, "")}
     path.write_text(json.dumps(note) + "\n")

@@ -12,12 +12,32 @@ from modelserve.delivery.config import DeliveryConfig, repository, save_config
 from modelserve.fsutil import atomic_write_text
 
 HOOKS = ("pre-receive", "post-receive")
-GIT_SETTINGS = {
-    # Lets `git push -o force-deploy -o reason=...` reach the gate.
-    "receive.advertisePushOptions": "true",
-    # Deleting the deployed branch would make history disappear without a deployment.
-    "receive.denyDeletes": "true",
-}
+# What git adds to the model files in a pack (object headers, trees, commits, a README):
+# a quarter of the limit, and at least a MiB.
+PACK_HEADROOM = 0.25
+MIN_HEADROOM_BYTES = 1 << 20
+
+
+def max_input_bytes(max_bytes: int) -> int:
+    """The largest pack git accepts in one push, derived from the model files' size limit."""
+    return max_bytes + max(int(max_bytes * PACK_HEADROOM), MIN_HEADROOM_BYTES)
+
+
+def git_settings(config: DeliveryConfig) -> dict[str, str]:
+    """The repository's receive settings: git itself refuses what can never deploy."""
+    return {
+        # Lets `git push -o force-deploy -o reason=...` reach the gate.
+        "receive.advertisePushOptions": "true",
+        # Deleting the deployed branch would make history disappear without a deployment.
+        "receive.denyDeletes": "true",
+        # History that production served is never rewritten (the gate says so first).
+        "receive.denyNonFastForwards": "true",
+        # Malformed objects (bad trees, paths like `.git` or `../`) never enter the repository.
+        "receive.fsckObjects": "true",
+        # git stops reading a pack past this size, before the gate runs and before any disk
+        # fills: an oversized push never reaches the quarantine's full size.
+        "receive.maxInputSize": str(max_input_bytes(config.max_bytes)),
+    }
 
 
 def hook_script(settings: Settings, name: str) -> str:
@@ -45,7 +65,7 @@ def init_delivery(settings: Settings, config: DeliveryConfig) -> list[str]:
         _git("init", "--quiet", "--bare", f"--initial-branch={config.branch}", str(repo),
              cwd=repo)
         changes.append(f"created the bare repository {repo}")
-    for key, value in GIT_SETTINGS.items():
+    for key, value in git_settings(config).items():
         current = subprocess.run(["git", "config", "--get", key], cwd=repo,  # noqa: S603,S607
                                  capture_output=True, text=True, check=False).stdout.strip()
         if current != value:

@@ -1,15 +1,11 @@
 """Check that a bundle is safe to serve: it loads, fits its contract and reproduces its examples.
 
-`check_bundle_isolated` runs the check in a fresh interpreter (`python -m
-modelserve.model.check`), so a model that crashes or hangs the loader cannot take the caller
-down, and nothing the caller has imported or cached can make a bad bundle look good.
+It loads the model: run it on a model someone else made only inside the sandbox
+(`modelserve.sandbox.confined.check_bundle_confined` runs it as the `check` job).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +17,6 @@ from modelserve.model.runtime import example_rows, load_keras_model, plan_matche
 
 EXAMPLE_TOLERANCE = 1e-5
 PROBE_ROWS = 256
-REFUSED_EXIT_CODE = 3
-OS_ERROR_EXIT_CODE = 4  # the file system refused (no space for the plan?), not the model
 
 
 def check_bundle(bundle: Path, plan_out: Path | None = None) -> dict:
@@ -86,50 +80,3 @@ def probe_rows(manifest: dict, examples: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(0)
     random_rows = rng.uniform(low, high, size=(PROBE_ROWS, len(features))).astype(np.float32)
     return np.concatenate([examples, random_rows])
-
-
-def check_bundle_isolated(
-    bundle: Path, plan_out: Path | None = None, timeout: float = 120.0
-) -> dict:
-    """Run check_bundle in a fresh Python process and return its report."""
-    command = [sys.executable, "-m", "modelserve.model.check", str(bundle)]
-    if plan_out is not None:
-        command += ["--plan-out", str(plan_out)]
-    try:
-        # Our own interpreter and module with an argument list: no shell, nothing untrusted.
-        done = subprocess.run(  # noqa: S603
-            command, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BundleError(
-            f"{bundle}: checking the model took longer than {timeout:.0f} s"
-        ) from None
-    if done.returncode in (0, REFUSED_EXIT_CODE, OS_ERROR_EXIT_CODE):
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        if done.returncode == 0:
-            return result
-        if done.returncode == OS_ERROR_EXIT_CODE:
-            raise OSError(result["errno"], result["error"], result["filename"])
-        raise BundleError(result["error"])
-    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-    raise BundleError(f"{bundle}: the model checker crashed (exit {done.returncode}: {last})")
-
-
-def _main(argv: list[str]) -> int:
-    """Entry point of the isolated checker: one JSON line on stdout."""
-    bundle = Path(argv[0])
-    plan_out = Path(argv[2]) if len(argv) == 3 and argv[1] == "--plan-out" else None
-    try:
-        print(json.dumps(check_bundle(bundle, plan_out)))
-    except BundleError as error:
-        print(json.dumps({"error": str(error)}))
-        return REFUSED_EXIT_CODE
-    except OSError as error:  # the caller re-raises it, so a full disk is reported as one
-        print(json.dumps({"errno": error.errno, "error": error.strerror or str(error),
-                          "filename": str(error.filename or bundle)}))
-        return OS_ERROR_EXIT_CODE
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from modelserve.errors import UserError
+from modelserve.model.archive import ARCHIVE_LIMITS, ArchiveLimits, check_archive
 from modelserve.model.backend import import_keras, import_tensorflow
 from modelserve.model.bundle import MODEL_FILE, BundleError, feature_names, verify_integrity
 from modelserve.model.plan import Plan, compile_plan
@@ -34,8 +35,14 @@ class Scores:
     version: str
 
 
-def load_keras_model(path: Path) -> Any:
-    """Load a .keras file without compiling it and without running arbitrary code."""
+def load_keras_model(path: Path, limits: ArchiveLimits = ARCHIVE_LIMITS) -> Any:
+    """Check a .keras archive, then load it without compiling it or running arbitrary code."""
+    try:
+        # Before Keras sees a byte: a zip bomb or a booby-trapped weights file is refused here.
+        check_archive(path, limits)
+    except (BundleError, OSError) as error:
+        reason = str(error) if isinstance(error, BundleError) else error.strerror or str(error)
+        raise BundleError(f"{path}: cannot be loaded as a Keras model ({reason})") from None
     keras = import_keras()  # deferred: TensorFlow takes seconds to import, often needlessly
 
     try:
@@ -72,12 +79,17 @@ class ModelRuntime:
         self._predict = predict
 
     @classmethod
-    def load(cls, bundle: Path) -> ModelRuntime:
-        """Load a bundle, preferring its cached plan, else Keras compiled to a plan or a graph."""
+    def load(cls, bundle: Path, *, trust_cached_plan: bool = False) -> ModelRuntime:
+        """Load a bundle with Keras (compiled to a plan or a graph), or its cached plan if trusted.
+
+        plan.npz is not listed in the manifest, so anyone who hands over a bundle directory
+        could put any numbers in it: only pass trust_cached_plan for a directory whose plan
+        this platform derived itself from the checked model.keras (a registry version).
+        """
         bundle = Path(bundle)
         manifest = verify_integrity(bundle)
         model_sha = manifest["files"][MODEL_FILE]["sha256"]
-        plan = _cached_plan(bundle / PLAN_FILE, model_sha)
+        plan = _cached_plan(bundle / PLAN_FILE, model_sha) if trust_cached_plan else None
         if plan is not None:
             return cls(manifest, plan, "plan")
         model = load_keras_model(bundle / MODEL_FILE)

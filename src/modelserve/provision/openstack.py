@@ -8,6 +8,7 @@ metadata `modelserve: NAME` (Nova), and its id is recorded as soon as it exists;
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ class ServerSpec:
     public_key: str = ""
     user_data: str = ""
     web_port: int = 5100
-    allow_from: str = "0.0.0.0/0"
+    allow_from: tuple[str, ...] = ()  # CIDRs that may reach SSH and the web port
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,21 @@ class Timing:
 
     active_seconds: float = 600
     poll_seconds: float = 5
+
+
+def allowed_sources(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The --allow-from CIDRs, normalized; none given is refused, not opened to the world."""
+    if not values:
+        raise UserError("--allow-from CIDR is required: the addresses that may reach SSH and "
+                        "the web port, e.g. your own address/32 (0.0.0.0/0 opens them to all)")
+    sources = []
+    for value in values:
+        try:
+            sources.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError:
+            raise UserError(f"--allow-from {value!r}: not an address or CIDR "
+                            "(e.g. 198.51.100.7/32)") from None
+    return tuple(dict.fromkeys(sources))
 
 
 def connect(cloud: str) -> Any:
@@ -175,6 +191,9 @@ class Provisioner:
             raise CloudError(f"deployment {deployment.name!r} exists (server {existing.server}, "
                              f"{existing.address or 'no address'}): "
                              f"`modelserve cloud down --name {deployment.name}` first")
+        if not spec.allow_from:  # never a world-open default; the command asks for it
+            raise CloudError("no --allow-from: say which addresses may reach SSH and the web "
+                             "port")
         encoded_size = len(_encoded(spec.user_data))
         if encoded_size > USER_DATA_LIMIT:
             raise CloudError(f"the user-data is {encoded_size} bytes in base64, "
@@ -229,12 +248,14 @@ class Provisioner:
         self.states.save(deployment)
         network.set_tags(group, tags(deployment.name))
         for port in (*OPEN_PORTS, spec.web_port):
-            network.create_security_group_rule(
-                security_group_id=group.id, direction="ingress", ethertype="IPv4",
-                protocol="tcp", port_range_min=port, port_range_max=port,
-                remote_ip_prefix=spec.allow_from)
+            for prefix in spec.allow_from:
+                network.create_security_group_rule(
+                    security_group_id=group.id, direction="ingress",
+                    ethertype=f"IPv{ipaddress.ip_network(prefix).version}", protocol="tcp",
+                    port_range_min=port, port_range_max=port, remote_ip_prefix=prefix)
         self.say(f"security group: {group.name} opens tcp "
-                 f"{', '.join(map(str, (*OPEN_PORTS, spec.web_port)))} to {spec.allow_from}")
+                 f"{', '.join(map(str, (*OPEN_PORTS, spec.web_port)))} to "
+                 f"{', '.join(spec.allow_from)}")
         return group
 
     def _server(self, deployment: Deployment, spec: ServerSpec, found: dict[str, Any],

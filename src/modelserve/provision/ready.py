@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from modelserve.errors import UserError
 from modelserve.provision.userdata import KEY_MARKER, READY_MARKER
+from modelserve.tls import TLSError, fingerprint
 
 Say = Callable[[str], None]
 
 
-def health(url: str, timeout: float = 5.0) -> dict | None:
+def health(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> dict | None:
     """The stack's readiness JSON (a 503 carries it too), or None while nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http URL we built)
+        with urllib.request.urlopen(url, timeout=timeout,  # noqa: S310 (a URL we built)
+                                    context=context) as response:
             return _status(response.read())
     except urllib.error.HTTPError as error:
         return _status(error.read())
@@ -34,9 +38,39 @@ def _status(body: bytes) -> dict | None:
     return data if isinstance(data, dict) and "ready" in data else None
 
 
-def wait_for_stack(url: str, seconds: float, poll: float, say: Say) -> dict | None:
+def wait_for_stack(url: str, seconds: float, poll: float, say: Say,
+                   context: ssl.SSLContext | None = None) -> dict | None:
     """Poll the readiness URL until the stack answers, saying how long it has been."""
-    return poll_until(lambda: health(url), seconds, poll, say, f"waiting for {url}")
+    return poll_until(lambda: health(url, context=context), seconds, poll, say,
+                      f"waiting for {url}")
+
+
+class ImpostorError(UserError):
+    """The server answering at the address is not the one the console vouches for."""
+
+
+def server_certificate(host: str, port: int, expected: str, timeout: float = 5.0) -> str | None:
+    """The PEM certificate served at host:port if its fingerprint is `expected`; None while
+    nothing answers with TLS. Another certificate is refused: someone else answers there."""
+    try:
+        pem = ssl.get_server_certificate((host, port), timeout=timeout)
+    except (OSError, ssl.SSLError):
+        return None
+    try:
+        seen = fingerprint(pem)
+    except TLSError:
+        return None
+    if seen != expected:
+        raise ImpostorError(f"{host}:{port} presents the certificate {seen}, not {expected} "
+                            "that the server printed on its console: not trusting it")
+    return pem
+
+
+def wait_for_certificate(host: str, port: int, expected: str, seconds: float, poll: float,
+                         say: Say) -> str | None:
+    """Poll until the server presents the certificate the console vouches for."""
+    return poll_until(lambda: server_certificate(host, port, expected), seconds, poll, say,
+                      f"waiting for https on {host}:{port}")
 
 
 def wait_for_console(read: Callable[[], str], seconds: float, poll: float,
@@ -84,6 +118,24 @@ def console_reader(connection: Any, server_id: str) -> Callable[[], str]:
             return ""  # the console is not always available during the first seconds
 
     return read
+
+
+def wait_for_marker(read: Callable[[], str], marker: str, seconds: float, poll: float,
+                    say: Say) -> str | None:
+    """Poll the console log until a line with the marker appears; return what follows it."""
+
+    def found() -> str | None:
+        return marker_value(read() or "", marker) or None
+
+    return poll_until(found, seconds, poll, say, "waiting for the server's certificate")
+
+
+def marker_value(output: str, marker: str) -> str:
+    """What follows the marker on its last line of the console, or ''."""
+    values = [line.split(marker, 1)[1].strip() for line in output.splitlines() if marker in line]
+    # The echo command itself may be shown on the console before its output.
+    values = [value for value in values if value and "$(" not in value]
+    return values[-1] if values else ""
 
 
 def deploy_key_in(output: str) -> str:

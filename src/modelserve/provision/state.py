@@ -63,8 +63,20 @@ class StateDir:
         atomic_write_text(path, json.dumps(asdict(deployment), indent=2) + "\n")
 
     def remove(self, name: str) -> None:
-        """Forget a deployment."""
+        """Forget a deployment (and the certificate `up` pinned for it)."""
         self._path(name).unlink(missing_ok=True)
+        self.certificate(name).unlink(missing_ok=True)
+
+    def certificate(self, name: str) -> Path:
+        """Where `up` keeps the web certificate a production server vouched for."""
+        return self.folder / "certificates" / f"{name}.crt"
+
+    def pin_certificate(self, name: str, pem: str) -> Path:
+        """Keep a server's certificate: clients verify the server with it."""
+        path = self.certificate(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, pem)
+        return path
 
     def all(self) -> list[Deployment]:
         """Every recorded deployment, by name."""

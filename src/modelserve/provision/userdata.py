@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import urllib.parse
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -12,6 +14,7 @@ import jinja2
 from modelserve import __version__
 from modelserve.delivery.access import KEY_TYPES
 from modelserve.errors import UserError
+from modelserve.tls import CERT_FILE, KEY_FILE, self_signed_request
 
 ROLES = ("prod", "dev")
 ADMIN_USER = "ops"
@@ -24,6 +27,9 @@ DEFAULT_PACKAGE = f"modelserve=={__version__}"
 # Printed on the server's console, where `cloud up` reads them through the compute API.
 READY_MARKER = "modelserve-cloud-init-done"
 KEY_MARKER = "modelserve-deploy-key:"
+TLS_MARKER = "modelserve-tls-sha256:"
+# The lock of this modelserve, written to the server: pip installs with it as constraints.
+CONSTRAINTS = "/etc/modelserve/requirements.lock"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class UserData:
     dataset_url: str = ""
     web_port: int = WEB_PORT
     compose_file: str = ""
+    tls: bool = True  # prod (native): HTTPS with a certificate made on the server at boot
+    tls_names: tuple[str, ...] = ()  # more names for it (a DNS name clients will use)
 
 
 def public_key(text: str, what: str) -> str:
@@ -103,12 +111,39 @@ def _compose_source(spec: str) -> tuple[str | None, str]:
     return path.read_text(), ""
 
 
+def _tls(data: UserData) -> dict[str, object]:
+    """The template's TLS values: on for a native production server unless turned off."""
+    folder = f"{_account(data.role)['modelserve_home']}/tls"
+    tls = data.tls and data.role == "prod" and not data.containers
+    return {"tls": tls, "tls_cert": f"{folder}/{CERT_FILE}", "tls_key": f"{folder}/{KEY_FILE}",
+            "tls_script": tls_script(VENV, folder, data.tls_names) if tls else "",
+            "web_scheme": "https" if tls else "http"}
+
+
 def _account(role: str) -> dict[str, str]:
     """The role's main account, its home and registry."""
     name = PROD_ACCOUNT if role == "prod" else DEV_ACCOUNT
     home = f"/home/{name}"
     return {"account": name, "account_home": home,
             "modelserve_home": f"{home}/.local/share/modelserve"}
+
+
+def lock_text() -> str:
+    """The requirements lock this modelserve was tested with (package data)."""
+    return (resources.files("modelserve") / "requirements.lock").read_text()
+
+
+def tls_script(venv: str, folder: str, names: tuple[str, ...]) -> str:
+    """The shell line making the server's certificate for its host name and addresses.
+
+    Made on the server: its key never travels in user-data (which Nova stores and the
+    metadata service hands to any process of the VM). `cloud up` pins it by the fingerprint
+    the server prints on its console.
+    """
+    self_signed_request(["localhost", *names], [])  # refuse a malformed --tls-name here
+    extra = "".join(f" --name {shlex.quote(name)}" for name in names)
+    return (f"exec {venv}/bin/modelserve tls self-signed --out {shlex.quote(folder)} "
+            f'--name "$(hostname)"{extra} $(for a in $(hostname -I); do echo --ip "$a"; done)')
 
 
 def render(data: UserData) -> str:
@@ -140,5 +175,9 @@ def render(data: UserData) -> str:
         "compose_url": compose_url,
         "ready_marker": READY_MARKER,
         "key_marker": KEY_MARKER,
+        "tls_marker": TLS_MARKER,
+        "constraints": CONSTRAINTS,
+        "lock": lock_text(),
+        **_tls(data),
     }
     return _environment().get_template(name).render(context)

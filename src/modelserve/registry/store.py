@@ -47,6 +47,9 @@ _LINK_TMP_PREFIX = ".active-tmp-"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _LEFT_BY_ADD = "left by an add that was interrupted"
 _LEFT_BY_LINK = "left by an activation interrupted before its switch"
+# Written into a staged version by its checker only (the plan workers score with).
+PLAN_FILE = "plan.npz"
+DERIVED_FILES = frozenset({PLAN_FILE})
 
 Checker = Callable[[Path], None]
 Event = dict[str, Any]
@@ -67,11 +70,11 @@ class VersionInfo:
 
 
 def check_with_runtime(staged: Path) -> None:
-    """Load a staged bundle in a separate process and write its prediction plan beside it."""
-    # Imported here: it pulls in the model runtime, which listing or activating never needs.
-    from modelserve.model.check import check_bundle_isolated
+    """Check a staged bundle in the sandbox and write the plan it derived beside it."""
+    # Imported here: listing or activating never needs it.
+    from modelserve.sandbox.confined import check_bundle_confined
 
-    check_bundle_isolated(staged, plan_out=staged / "plan.npz")
+    check_bundle_confined(staged, plan_out=staged / PLAN_FILE)
 
 
 class Registry:
@@ -214,14 +217,20 @@ class Registry:
             return f"{version} was stored; the next change records it in the history"
         return "nothing was added"
 
-    def activate(self, version: str, *, source: str, reason: str = "") -> VersionInfo:
-        """Serve a registered version from now on; activating the active one changes nothing."""
+    def activate(
+        self, version: str, *, source: str, reason: str = "", pusher: str = ""
+    ) -> VersionInfo:
+        """Serve a registered version from now on; activating the active one changes nothing.
+
+        pusher: who asked, when it is not this process's account (a deploy key's name).
+        """
         with self._refused(f"cannot activate {version}", self._active_outcome), self._mutation():
             version = self.resolve(version)
             current = self.active_version()
             if version != current:
                 # The event is durable before the switch, so an interrupted switch is detected.
-                self._append(_event("activate", version, current, source=source, reason=reason))
+                event = _event("activate", version, current, source=source, reason=reason)
+                self._append(dict(event, user=pusher, account=event["user"]) if pusher else event)
                 self._switch(version)
         return self.get(version)
 
@@ -305,11 +314,9 @@ class Registry:
         """Copy a bundle's listed files, verify the copy, check it, flush it; return its version."""
         shutil.copyfile(bundle / MANIFEST_FILE, staged / MANIFEST_FILE)
         # The copy's own manifest decides what is copied: the source may change meanwhile.
+        # Files it does not list (a plan.npz lying beside the model, say) are never copied.
         for name in read_manifest(staged)["files"]:
-            if Path(name).name != name or name.startswith("."):
-                raise BundleError(
-                    f"{bundle}: file name {name!r} in the manifest is not a plain name"
-                )
+            _check_listed_name(bundle, name)
             shutil.copyfile(bundle / name, staged / name)
         try:
             version = verify_integrity(staged)["version"]  # what is stored is what must match
@@ -527,6 +534,19 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _check_listed_name(bundle: Path, name: str) -> None:
+    """Refuse a manifest entry that is not a plain name, or names a file only we derive."""
+    if Path(name).name != name or name.startswith("."):
+        raise BundleError(f"{bundle}: file name {name!r} in the manifest is not a plain name")
+    if name in DERIVED_FILES:
+        # The scoring plan answers every request without Keras: if it came with the bundle,
+        # the model that was checked would not be the one that is served.
+        raise BundleError(
+            f"{bundle}: the manifest lists {name}, which is derived here from the checked "
+            "model.keras when a bundle is added, never taken from a bundle; remove it"
+        )
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -30,12 +30,44 @@ class BrokerError(UserError):
     """The broker cannot be started or reached."""
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS listener: its address and port, and the files that prove and check identities.
+
+    Clients must present a certificate signed by `ca` (verify_peer, fail_if_no_peer_cert), as
+    the Ansible rabbitmq role configures production's broker; TLS 1.2 and 1.3 only.
+    """
+
+    address: str
+    port: int
+    ca: Path
+    cert: Path
+    key: Path
+
+    def config_lines(self) -> list[str]:
+        """The rabbitmq.conf lines of this listener."""
+        return [
+            f"listeners.ssl.1 = {self.address}:{self.port}",
+            f"ssl_options.cacertfile = {self.ca}",
+            f"ssl_options.certfile = {self.cert}",
+            f"ssl_options.keyfile = {self.key}",
+            "ssl_options.verify = verify_peer",
+            "ssl_options.fail_if_no_peer_cert = true",
+            "ssl_options.versions.1 = tlsv1.3",
+            "ssl_options.versions.2 = tlsv1.2",
+        ]
+
+
 @dataclass
 class BrokerNode:
-    """Where a private node keeps its state, the ports it uses, and its epmd once started."""
+    """Where a private node keeps its state, the ports it uses, and its epmd once started.
+
+    With `tls`, the node also listens with TLS there; its plain listener stays on loopback.
+    """
 
     base: Path
     port: int
+    tls: TlsListener | None = None
     epmd: subprocess.Popen | None = field(default=None, repr=False, compare=False)
     log_start: int = field(default=0, repr=False, compare=False)
 
@@ -84,13 +116,11 @@ class BrokerNode:
         """Write rabbitmq.conf: loopback listener, our user as the default, no guest."""
         creds = self.credentials()
         config = self.base / "rabbitmq.conf"
-        _write_private(
-            config,
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
-            f"default_user = {creds['user']}\n"
-            f"default_pass = {creds['password']}\n"
-            "loopback_users = none\n",
-        )
+        lines = [f"listeners.tcp.1 = 127.0.0.1:{self.port}", f"default_user = {creds['user']}",
+                 f"default_pass = {creds['password']}", "loopback_users = none"]
+        if self.tls is not None:
+            lines += self.tls.config_lines()
+        _write_private(config, "\n".join(lines) + "\n")
         return config
 
     def environment(self) -> dict[str, str]:
@@ -120,6 +150,8 @@ class BrokerNode:
         for port, use in ((self.port, "--broker-port"), (self.dist_port, "Erlang distribution"),
                           (self.epmd_port, "Erlang port mapper")):
             ensure_port_free(port, f"the broker's {use}")
+        if self.tls is not None:
+            ensure_port_free(self.tls.port, "the broker's TLS listener", self.tls.address)
         env = self.environment()
         (self.base / "log").mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")

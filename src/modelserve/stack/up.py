@@ -23,6 +23,8 @@ from modelserve.registry import Registry
 from modelserve.stack.children import Child, modelserve_argv, stop_all
 from modelserve.stack.ports import ensure_port_free, wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode
+from modelserve.tls import ServerTLS, client_context
+from modelserve.worker.app import broker_connection
 
 Say = Callable[[str], None]
 BROKER_START_SECONDS = 60
@@ -46,6 +48,7 @@ class StackOptions:
     web_threads: int = 64
     broker_port: int = 5673
     inline: bool = False
+    tls: ServerTLS | None = None  # HTTPS with this certificate and key
 
 
 class Stack:
@@ -78,7 +81,7 @@ class Stack:
     def _start_broker(self) -> None:
         """Use MODELSERVE_BROKER_URL if set, else start a private node."""
         if self.settings.broker_url:
-            check_broker(self.settings.broker_url)
+            check_broker(self.settings)
             self.say(f"broker: {redact(self.settings.broker_url)} (external)")
             return
         self.broker = BrokerNode(self.settings.home / "broker", self.options.broker_port)
@@ -89,7 +92,8 @@ class Stack:
     def _environment(self) -> dict[str, str]:
         """What the children need to find the registry and the broker."""
         return dict(os.environ, MODELSERVE_HOME=str(self.settings.home.resolve()),
-                    MODELSERVE_BROKER_URL=self.settings.broker_url)
+                    MODELSERVE_BROKER_URL=self.settings.broker_url,
+                    MODELSERVE_AUTH=self.settings.auth)  # resolved from --host by `up`
 
     def _start_workers(self) -> None:
         """Start the Celery workers, one process each."""
@@ -103,7 +107,7 @@ class Stack:
     def _start_web(self) -> None:
         """Start the web app under gunicorn and wait until it accepts connections."""
         o = self.options
-        argv = gunicorn_argv(o.host, o.port, o.web_processes, o.web_threads, o.inline)
+        argv = gunicorn_argv(o.host, o.port, o.web_processes, o.web_threads, o.inline, o.tls)
         self.web = Child("web", argv, self._environment())
         self.web.start()
         wait_for_port(o.port, READY_SECONDS, self.web.process, "the web app", _probe_host(o.host))
@@ -123,8 +127,13 @@ class Stack:
     def readiness(self) -> dict:
         """The web app's /v2/health/ready answer, whatever its status code."""
         url = f"{self.base_url()}/v2/health/ready"
+        # Over TLS the probe trusts exactly the certificate we serve (pinned): whatever names
+        # it holds, only this server has its key. It need not name the loopback address.
+        context = client_context(self.options.tls.cert, check_hostname=False) \
+            if self.options.tls else None
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our URL)
+            with urllib.request.urlopen(url, timeout=5,  # noqa: S310 (our URL)
+                                        context=context) as response:
                 return json.load(response)
         except urllib.error.HTTPError as error:
             return json.load(error)
@@ -133,7 +142,8 @@ class Stack:
 
     def base_url(self) -> str:
         """Where the pages are, as a browser on this machine reaches them."""
-        return f"http://{_probe_host(self.options.host)}:{self.options.port}"
+        scheme = "https" if self.options.tls else "http"
+        return f"{scheme}://{_probe_host(self.options.host)}:{self.options.port}"
 
     # -- supervise --------------------------------------------------------------------------
 
@@ -187,20 +197,26 @@ class Stack:
 
 
 def gunicorn_argv(host: str, port: int, processes: int, threads: int,
-                  inline: bool = False) -> list[str]:
+                  inline: bool = False, tls: ServerTLS | None = None) -> list[str]:
     """The command line serving the web app under gunicorn's threaded workers."""
+    # gunicorn serves HTTPS itself (TLS 1.2+, Python's default server ciphers); a plain-HTTP
+    # client on that port fails the handshake and gets no answer.
+    https = ["--certfile", str(tls.cert), "--keyfile", str(tls.key)] if tls else []
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
             "--worker-class", "gthread", "--workers", str(processes),
             "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
-            "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-",
+            "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-", *https,
             f"modelserve.web:create_app(inline={inline})"]
 
 
-def check_broker(url: str, timeout: float = 3.0) -> None:
-    """Refuse an external broker that does not answer, in one line."""
+def check_broker(settings: Settings, timeout: float = 3.0) -> None:
+    """Refuse an external broker that does not answer (over TLS for amqps://), in one line."""
+    url = settings.broker_url
     try:
-        with Connection(url, connect_timeout=timeout) as connection:
+        with broker_connection(settings, connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1, timeout=timeout)
+    except UserError:  # the TLS settings themselves are wrong: their own line says so
+        raise
     except Exception as error:  # kombu and amqp raise many kinds for one meaning
         raise StackError(f"the broker at {redact(url)} does not answer: {error}") from None
 

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from modelserve.config import Settings, load_settings
 from modelserve.model.metrics import format_value
+from modelserve.tls import HSTS
 from modelserve.web import csrf, metrics
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
@@ -40,13 +41,15 @@ def create_app(settings: Settings | None = None, inline: bool = False) -> Flask:
     # Werkzeug refuses anything bigger before reading it; API views lower it to max_body_bytes.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.extensions["modelserve"] = Service(settings, inline=inline)
-    from modelserve.web import api, ui
+    from modelserve.web import api, auth, ui
 
     app.register_blueprint(api.blueprint)
     app.register_blueprint(ui.blueprint)
     app.jinja_env.filters["metric"] = format_metric
     _install_hooks(app)
-    csrf.install(app, csrf.load_secret(settings.home), exempt_prefixes=API_PREFIXES)
+    secret = csrf.load_secret(settings.home)
+    auth.install(app, settings, secret)  # before CSRF: a stranger hears 401, not a form error
+    csrf.install(app, secret, exempt_prefixes=API_PREFIXES)
     _install_error_handlers(app)
     return app
 
@@ -79,6 +82,8 @@ def _install_hooks(app: Flask) -> None:
     def finish(response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.is_secure:  # served over TLS: browsers then refuse plain HTTP for a year
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         started = g.get("started")
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule else "unmatched"

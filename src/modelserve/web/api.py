@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -160,6 +161,18 @@ def _output_tensors(prediction: Prediction, wanted: list[str]) -> list[dict]:
 
 
 def _public(status: dict) -> dict:
-    """The status fields a readiness probe may show."""
-    keys = ("broker", "workers", "queue_depth", "active_version", "problem")
-    return {key: status[key] for key in keys}
+    """The status fields a readiness probe may show, with no server path in them."""
+    keys = ("broker", "workers", "queue_depth", "active_version")
+    problem = status["problem"]
+    return {**{key: status[key] for key in keys},
+            "problem": without_paths(problem) if problem else problem}
+
+
+# An absolute path: a slash, then path characters up to a space, quote, colon or the end.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/[^\s'\":,;()]*")
+
+
+def without_paths(text: str) -> str:
+    """Text with every absolute path cut down to its last component ("model.keras")."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(0).rstrip("/").rsplit("/", 1)[-1]
+                              or "(path)", text)

@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
-from kombu import Connection, Consumer
+from kombu import Consumer
 from kombu import Queue as KombuQueue
 
 from modelserve.config import Settings
@@ -25,7 +25,7 @@ from modelserve.errors import UserError
 from modelserve.web import metrics
 from modelserve.worker import wire
 from modelserve.worker.active import ActiveModel, NoActiveModel
-from modelserve.worker.app import PREDICT_TASK, make_celery
+from modelserve.worker.app import PREDICT_TASK, broker_connection, make_celery
 
 log = logging.getLogger(__name__)
 # How long a request waits for the broker connection (only matters just after start-up).
@@ -239,7 +239,7 @@ class QueuePredictor:
         reply_queue = KombuQueue(
             self._reply_queue, exclusive=True, auto_delete=True, durable=False
         )
-        with Connection(self._settings.broker_url, connect_timeout=2, heartbeat=10) as conn:
+        with broker_connection(self._settings, connect_timeout=2, heartbeat=10) as conn:
             conn.ensure_connection(max_retries=1)
             with Consumer(conn, [reply_queue], callbacks=[self._on_reply], no_ack=True,
                           accept=["json"]):
@@ -278,7 +278,7 @@ class QueuePredictor:
                   "workers": 0, "queue_depth": 0}
         if self._connected.is_set():
             try:
-                with Connection(self._settings.broker_url, connect_timeout=1) as conn:
+                with broker_connection(self._settings, connect_timeout=1) as conn:
                     declared = conn.default_channel.queue_declare(
                         self._settings.queue, passive=True)
                 status.update(workers=declared.consumer_count, queue_depth=declared.message_count)

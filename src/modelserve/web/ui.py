@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from flask import Blueprint, abort, render_template, request, send_file, url_for
+from flask import Blueprint, abort, render_template, request, send_file, session, url_for
 
+from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.model import metrics
-from modelserve.model.csvfile import score_csv
+from modelserve.model.csvfile import read_header, score_csv
 from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.holdout import held_out
 from modelserve.model.runtime import InputError, Scores
-from modelserve.web import charts, service
+from modelserve.web import charts, error_response, service
 from modelserve.web.parsing import BadRequest
 from modelserve.web.service import Service
+from modelserve.web.uploads import QuotaExceeded, ResultStore, count_rows
 
 blueprint = Blueprint("ui", __name__)
-RESULT_ID = re.compile(r"[0-9a-f]{32}")
-RESULT_LIFETIME_SECONDS = 3600
 CHANGES_OF_LIVE_VERSION = ("activate", "rollback", "recover")
 
 
@@ -102,28 +100,64 @@ def predictions():
 
 @blueprint.post("/predictions/upload")
 def upload():
-    """Score an uploaded CSV through the workers and offer the result for download."""
+    """Score an uploaded CSV through the workers and offer the result to this session only."""
     app_service = service()
     upload_file = request.files.get("file")
     if upload_file is None or not upload_file.filename:
         raise BadRequest("choose a CSV file to upload")
-    results = app_service.settings.results_dir
-    results.mkdir(parents=True, exist_ok=True)
-    _remove_old_results(results)
-    result_id = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(dir=results) as scratch:
-        in_path = Path(scratch) / "upload.csv"
-        upload_file.save(in_path)
-        try:
-            count = score_csv(_Scorer(app_service), in_path, results / f"{result_id}.csv")
-        except InputError as error:
-            # Name the file as the user knows it, not by our scratch path.
-            raise BadRequest(str(error).replace(str(in_path), upload_file.filename)) from None
-        except UnicodeDecodeError:  # reading the header row decodes the file as UTF-8
-            raise BadRequest(
-                f"{upload_file.filename}: not UTF-8 text; save it as a UTF-8 CSV file") from None
+    store = _result_store(app_service.settings)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.remove_expired()
+    owner = session.setdefault("owner", secrets.token_hex(16))
+    try:
+        store.check_room()
+        with tempfile.TemporaryDirectory(dir=store.root, prefix=".upload-") as scratch:
+            in_path = Path(scratch) / "upload.csv"
+            upload_file.save(in_path)
+            result_id, out_path = store.new_path(owner)
+            try:
+                count = _score_upload(app_service, in_path, out_path, upload_file.filename)
+            except BaseException:
+                out_path.unlink(missing_ok=True)  # a part-written result is no result
+                raise
+        _keep_within_quota(store, out_path)
+    except QuotaExceeded as error:
+        return error_response(507, str(error))
     return render_template("uploaded.html", count=count, name=upload_file.filename,
+                           minutes=max(1, store.lifetime_seconds // 60),
                            link=url_for("ui.download", result_id=result_id)), 201
+
+
+def _result_store(settings: Settings) -> ResultStore:
+    """The results folder with its quota and lifetime."""
+    return ResultStore(settings.results_dir, settings.results_quota_bytes,
+                       settings.result_lifetime_seconds)
+
+
+def _score_upload(app_service: Service, in_path: Path, out_path: Path, name: str) -> int:
+    """Score a saved upload into out_path, refusing too many rows before scoring any."""
+    limit = app_service.settings.max_upload_rows
+    try:
+        header = read_header(in_path, app_service.features())
+        rows = count_rows(in_path, header is not None)
+        if rows > limit:
+            raise BadRequest(f"{name}: {rows} rows; an upload may have at most {limit} rows "
+                             "(MODELSERVE_MAX_UPLOAD_ROWS): split the file", 413)
+        return score_csv(_Scorer(app_service), in_path, out_path)
+    except InputError as error:
+        # Name the file as the user knows it, not by our scratch path.
+        raise BadRequest(str(error).replace(str(in_path), name)) from None
+    except UnicodeDecodeError:  # reading the header row decodes the file as UTF-8
+        raise BadRequest(f"{name}: not UTF-8 text; save it as a UTF-8 CSV file") from None
+
+
+def _keep_within_quota(store: ResultStore, out_path: Path) -> None:
+    """Drop a new result that took the results folder past its quota, and say so."""
+    try:
+        store.check_room()
+    except QuotaExceeded:
+        out_path.unlink(missing_ok=True)
+        raise
 
 
 class _Scorer:
@@ -139,22 +173,14 @@ class _Scorer:
         return Scores(answer.probabilities, answer.labels, answer.version)
 
 
-def _remove_old_results(results: Path) -> None:
-    """Forget scored files nobody downloaded within the hour."""
-    cutoff = time.time() - RESULT_LIFETIME_SECONDS
-    for path in results.glob("*.csv"):
-        if path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-
-
 @blueprint.get("/predictions/results/<result_id>.csv")
 def download(result_id: str):
-    """Download a scored file (ids are random; nothing else on disk is reachable)."""
-    if not RESULT_ID.fullmatch(result_id):
-        abort(404)
-    path = service().settings.results_dir / f"{result_id}.csv"
-    if not path.is_file():
-        abort(404, "no such result (results are kept for an hour)")
+    """Download a scored file: only the session that uploaded it, within its lifetime."""
+    store = _result_store(service().settings)
+    path = store.find(session.get("owner"), result_id)
+    if path is None:
+        abort(404, "no such result (a result is kept for the browser session that uploaded "
+                   f"it, for {max(1, store.lifetime_seconds // 60)} minutes)")
     return send_file(path, mimetype="text/csv", as_attachment=True,
                      download_name=f"predictions-{result_id[:8]}.csv")
 

@@ -53,7 +53,8 @@ class ActiveModel:
         if self._runtime is not None and self._runtime.version == version:
             return self._runtime
         try:
-            runtime = ModelRuntime.load(self._registry.get(version).path)
+            # A registry version: its plan.npz was derived by the registry's own checker.
+            runtime = ModelRuntime.load(self._registry.get(version).path, trust_cached_plan=True)
         except UserError as error:
             self._failed = version
             self.problem = f"cannot load the active version {version}: {error}"
@@ -72,7 +73,8 @@ class ActiveModel:
         """Load the most recent earlier activation that loads, walking back as rollback would."""
         for version in self._registry.fallbacks(failed):
             try:
-                return ModelRuntime.load(self._registry.get(version).path)
+                return ModelRuntime.load(self._registry.get(version).path,
+                                         trust_cached_plan=True)
             except UserError as error:
                 log.error("cannot load the earlier version %s either: %s", version, error)
         log.error("%s; no earlier version loads either", self.problem)

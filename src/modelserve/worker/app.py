@@ -2,18 +2,62 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
 from celery import Celery
-from kombu import Queue
+from kombu import Connection, Queue
 
 from modelserve.config import Settings
+from modelserve.errors import UserError
 
 PREDICT_TASK = "modelserve.predict_batch"
+TLS_SCHEME = "amqps"
+
+
+def broker_tls(settings: Settings) -> dict | bool:
+    """TLS options for the broker connections (py-amqp's), or False for plain amqp://.
+
+    An amqps:// connection always verifies the broker's certificate and that it names the
+    URL's host; MODELSERVE_BROKER_CA names the CA to trust (else the system's), and
+    MODELSERVE_BROKER_CERT/KEY the client certificate a broker with verify_peer requires.
+    """
+    url = urlsplit(settings.broker_url)
+    files = {"MODELSERVE_BROKER_CA": settings.broker_ca,
+             "MODELSERVE_BROKER_CERT": settings.broker_cert,
+             "MODELSERVE_BROKER_KEY": settings.broker_key}
+    if url.scheme != TLS_SCHEME:
+        named = [name for name, value in files.items() if value]
+        if named:
+            raise UserError(f"{', '.join(named)} need an amqps:// MODELSERVE_BROKER_URL")
+        return False
+    if bool(settings.broker_cert) != bool(settings.broker_key):
+        raise UserError("set both MODELSERVE_BROKER_CERT and MODELSERVE_BROKER_KEY, or neither")
+    for name, value in files.items():
+        if value and not Path(value).is_file():
+            raise UserError(f"{name}={value}: no such file")
+    return {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "ca_certs": settings.broker_ca or None,
+        "certfile": settings.broker_cert or None,
+        "keyfile": settings.broker_key or None,
+        # py-amqp checks the certificate's names against server_hostname when it is set.
+        "server_hostname": url.hostname,
+        "tls_minimum_version": ssl.TLSVersion.TLSv1_2,
+    }
+
+
+def broker_connection(settings: Settings, **options) -> Connection:
+    """A kombu connection to the settings' broker, over TLS for an amqps:// URL."""
+    return Connection(settings.broker_url, ssl=broker_tls(settings), **options)
 
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings that make the queue path safe (nothing lost, nothing hangs)."""
     return {
         "broker_url": settings.broker_url,
+        "broker_use_ssl": broker_tls(settings),
         "broker_connection_timeout": 2.0,
         "broker_connection_retry_on_startup": True,
         # Wait for RabbitMQ to confirm each publish: a message we report as sent is stored.
@@ -32,6 +76,10 @@ def celery_config(settings: Settings) -> dict:
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
+        # No broadcast commands (`celery control shutdown` to every worker): nothing uses them,
+        # and without them a worker declares only the prediction queue, which lets a worker
+        # host's broker account be limited to it (the Ansible rabbitmq role's grants).
+        "worker_enable_remote_control": False,
     }
 
 

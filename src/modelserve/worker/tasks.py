@@ -8,13 +8,13 @@ import socket
 
 from celery import Celery, Task
 from celery.signals import worker_ready
-from kombu import Connection, Producer
+from kombu import Producer
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.worker import wire
 from modelserve.worker.active import ActiveModel, NoActiveModel
-from modelserve.worker.app import PREDICT_TASK
+from modelserve.worker.app import PREDICT_TASK, broker_connection
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class Replier:
     caller's connection, so a confirm would add a round trip and protect nothing.
     """
 
-    def __init__(self, broker_url: str):
-        self._connection = Connection(broker_url, connect_timeout=2, heartbeat=0)
+    def __init__(self, settings: Settings):
+        self._connection = broker_connection(settings, connect_timeout=2, heartbeat=0)
         self._producer: Producer | None = None
 
     def send(self, reply_to: str, correlation_id: str, body: dict) -> None:
@@ -62,7 +62,7 @@ class Replier:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Register the prediction task on an app (one ActiveModel per worker process)."""
     active = ActiveModel(settings.registry_dir)
-    replier = Replier(settings.broker_url)
+    replier = Replier(settings)
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     @worker_ready.connect(weak=False)

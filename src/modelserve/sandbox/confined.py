@@ -1,0 +1,109 @@
+"""The three model jobs, confined, as typed functions: check a bundle, convert a pair, score rows.
+
+This module and what it imports never import Keras or h5py: callers (the git hooks, the
+registry) stay free of model code; only the sandboxed job loads it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from modelserve.fsutil import atomic_write_bytes
+from modelserve.model.bundle import MANIFEST_FILE, BundleError, read_manifest
+from modelserve.sandbox import protocol
+from modelserve.sandbox.jobs import (
+    ARCHITECTURE,
+    BUNDLE_FILES,
+    DATASET,
+    PLAN_FILE,
+    PROBABILITIES_FILE,
+    ROWS_FILE,
+    WEIGHTS,
+)
+from modelserve.sandbox.policy import JOB_LIMITS, Limits
+from modelserve.sandbox.protocol import CheckResult, ConvertRequest, ConvertResult, ScoreRequest
+from modelserve.sandbox.runner import InputRefused, SandboxError, SandboxUnavailable, run_job
+
+
+def _bundle_inputs(bundle: Path, with_plan: bool) -> dict[str, bytes | Path]:
+    """The bundle's manifest and every plain-named file it lists (the job verifies them)."""
+    manifest = read_manifest(bundle)
+    names = [name for name in manifest["files"] if protocol.PLAIN_NAME.fullmatch(name)
+             and name not in (MANIFEST_FILE, ROWS_FILE)]
+    inputs: dict[str, bytes | Path] = {MANIFEST_FILE: bundle / MANIFEST_FILE}
+    inputs.update({name: bundle / name for name in names if (bundle / name).is_file()})
+    if with_plan and (bundle / PLAN_FILE).is_file():
+        inputs[PLAN_FILE] = bundle / PLAN_FILE
+    return inputs
+
+
+def check_bundle_confined(bundle: Path, plan_out: Path | None = None,
+                          timeout: float | None = None) -> CheckResult:
+    """Check a bundle in the sandbox; write the plan it derived from model.keras to plan_out."""
+    bundle = Path(bundle)
+    limits = JOB_LIMITS["check"].within(timeout)
+    answer = _run("check", protocol.CheckRequest(str(bundle)), _bundle_inputs(bundle, False),
+                  {PLAN_FILE}, limits, bundle)
+    result = protocol.from_json(CheckResult, answer.result)
+    if plan_out is not None and PLAN_FILE in answer.files:
+        atomic_write_bytes(Path(plan_out), answer.files[PLAN_FILE])
+        Path(plan_out).chmod(0o644)
+    elif plan_out is not None:  # plan_out holds the plan derived now, or nothing
+        Path(plan_out).unlink(missing_ok=True)
+    return result
+
+
+def convert_legacy_confined(architecture: Path, weights: Path, dataset: Path,
+                            out: Path) -> ConvertResult:
+    """Convert a legacy model.json + model.h5 pair in the sandbox; write the bundle to out."""
+    request = ConvertRequest(Path(architecture).name, Path(weights).name, str(architecture),
+                             str(weights), str(dataset))
+    inputs: dict[str, bytes | Path] = {ARCHITECTURE: Path(architecture), WEIGHTS: Path(weights),
+                                       DATASET: Path(dataset)}
+    answer = _run("convert", request, inputs, set(BUNDLE_FILES), JOB_LIMITS["convert"],
+                  Path(architecture))
+    if set(answer.files) != set(BUNDLE_FILES):
+        raise SandboxError("the conversion gave no bundle")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in BUNDLE_FILES:
+        atomic_write_bytes(out / name, answer.files[name])
+        (out / name).chmod(0o644)
+    return protocol.from_json(ConvertResult, answer.result)
+
+
+def score_confined(bundle: Path, rows: np.ndarray) -> np.ndarray:
+    """Score rows with a bundle in the sandbox: one probability per row."""
+    bundle = Path(bundle)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(rows, dtype=np.float32), allow_pickle=False)
+    inputs = {**_bundle_inputs(bundle, True), ROWS_FILE: buffer.getvalue()}
+    answer = _run("score", ScoreRequest(str(bundle)), inputs, {PROBABILITIES_FILE},
+                  JOB_LIMITS["score"], bundle)
+    try:
+        scores = np.load(io.BytesIO(answer.files[PROBABILITIES_FILE]), allow_pickle=False)
+    except (KeyError, ValueError, OSError):
+        raise SandboxError("the scoring job gave no readable probabilities") from None
+    if scores.dtype != np.float32 or scores.shape != (len(rows),):
+        raise SandboxError(f"the scoring job gave {scores.shape} {scores.dtype} for "
+                           f"{len(rows)} rows")
+    return scores
+
+
+def _run(job: str, request: object, inputs: dict[str, bytes | Path], outputs: set[str],
+         limits: Limits, shown: Path) -> protocol.Answer:
+    """Run a job; its refusal, or a sandbox failure, becomes one BundleError line."""
+    try:
+        answer = run_job(job, request, inputs, outputs, limits)
+    except SandboxUnavailable:
+        raise
+    except InputRefused as error:  # it names the file itself
+        raise BundleError(str(error)) from None
+    except SandboxError as error:
+        raise BundleError(f"{shown}: {error}") from None
+    if answer.error:
+        raise BundleError(answer.error)
+    return answer

@@ -1,0 +1,173 @@
+"""The code inside the sandbox: `python -I -m modelserve.sandbox.jobs check|convert|score`.
+
+It reads the input tar from stdin into its private workspace, runs one job on it, and answers
+with a tar on stdout: result.json (a result, or the one-line reason for a refusal) and the
+job's output files. Messages name the caller's paths, never the sandbox's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from modelserve.errors import UserError
+from modelserve.sandbox import protocol
+from modelserve.sandbox.policy import Limits
+from modelserve.sandbox.protocol import (
+    CheckRequest,
+    CheckResult,
+    ConvertRequest,
+    ConvertResult,
+    ScoreRequest,
+    ScoreResult,
+)
+
+PLAN_FILE = "plan.npz"
+ROWS_FILE = "rows.npy"
+PROBABILITIES_FILE = "probabilities.npy"
+ARCHITECTURE, WEIGHTS, DATASET = "architecture", "weights", "dataset.csv"
+BUNDLE_FILES = ("model.keras", "manifest.json")
+Outputs = dict[str, Path]
+
+
+class JobRefused(UserError):
+    """The job's input does not pass; the message names the caller's files."""
+
+
+def receive(stream: IO[bytes], into: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Unpack the input tar: the request (parsed) and the files (written under `into`)."""
+    into.mkdir()
+    request: Any = None
+    files: dict[str, Path] = {}
+    for name, content, _size in protocol.read_members(stream, Limits().max_input_bytes):
+        if name == protocol.REQUEST_MEMBER:
+            request = protocol.parse_json(content.read())
+            continue
+        path = into / name
+        with path.open("xb") as file:
+            while chunk := content.read(1 << 20):
+                file.write(chunk)
+        files[name] = path
+    if not isinstance(request, dict):
+        raise protocol.ProtocolError(f"no {protocol.REQUEST_MEMBER}")
+    return request, files
+
+
+def _shown(error: UserError, paths: Mapping[Path, str]) -> JobRefused:
+    """The error with the sandbox's paths replaced by the names the caller gave."""
+    message = str(error)
+    for path, shown in sorted(paths.items(), key=lambda item: -len(str(item[0]))):
+        message = message.replace(str(path), shown)
+    return JobRefused(message)
+
+
+def _bundle_from(files: dict[str, Path], workspace: Path) -> Path:
+    """Gather the bundle's files (all but the rows) into one directory."""
+    bundle = workspace / "bundle"
+    bundle.mkdir()
+    for name, path in files.items():
+        if name != ROWS_FILE:
+            path.rename(bundle / name)
+    return bundle
+
+
+def run_check(raw: dict[str, Any], files: dict[str, Path],
+              workspace: Path) -> tuple[CheckResult, Outputs]:
+    """Check a bundle; derive plan.npz from its checked model.keras when it compiles."""
+    from modelserve.model.check import check_bundle
+
+    request = protocol.from_json(CheckRequest, raw)
+    bundle = _bundle_from(files, workspace)
+    plan = workspace / PLAN_FILE
+    try:
+        report = check_bundle(bundle, plan_out=plan)
+    except UserError as error:
+        raise _shown(error, {bundle: request.shown}) from None
+    return CheckResult(**report), ({PLAN_FILE: plan} if plan.is_file() else {})
+
+
+def run_convert(raw: dict[str, Any], files: dict[str, Path],
+                workspace: Path) -> tuple[ConvertResult, Outputs]:
+    """Convert a legacy model.json + model.h5 pair into a bundle, evaluated on the dataset."""
+    from modelserve.model.dataset import load_dataset
+    from modelserve.model.legacy import import_legacy
+
+    request = protocol.from_json(ConvertRequest, raw)
+    names = (request.architecture_name, request.weights_name)
+    if not all(protocol.PLAIN_NAME.fullmatch(name) for name in names):
+        raise protocol.ProtocolError("the legacy files need plain names")
+    architecture = _move(files[ARCHITECTURE], workspace / "a" / request.architecture_name)
+    weights = _move(files[WEIGHTS], workspace / "w" / request.weights_name)
+    out = workspace / "out"
+    shown = {architecture: request.architecture_shown, weights: request.weights_shown,
+             files[DATASET]: request.dataset_shown, out: "the bundle"}
+    try:
+        manifest = import_legacy(architecture, weights, load_dataset(files[DATASET]), out)
+    except UserError as error:
+        raise _shown(error, shown) from None
+    return ConvertResult(manifest["version"]), {name: out / name for name in BUNDLE_FILES}
+
+
+def _move(path: Path, to: Path) -> Path:
+    """Move a received file into a directory of its own, under its own name."""
+    to.parent.mkdir()
+    path.rename(to)
+    return to
+
+
+def run_score(raw: dict[str, Any], files: dict[str, Path],
+              workspace: Path) -> tuple[ScoreResult, Outputs]:
+    """Score rows.npy with the bundle: probabilities.npy, one float32 per row."""
+    import numpy as np
+
+    from modelserve.model.runtime import ModelRuntime
+
+    request = protocol.from_json(ScoreRequest, raw)
+    rows = np.load(files[ROWS_FILE], allow_pickle=False)
+    bundle = _bundle_from(files, workspace)
+    try:
+        runtime = ModelRuntime.load(bundle)
+        probabilities = runtime.score(rows).probabilities
+    except UserError as error:
+        raise _shown(error, {bundle: request.shown}) from None
+    out = workspace / PROBABILITIES_FILE
+    np.save(out, np.asarray(probabilities, dtype=np.float32), allow_pickle=False)
+    return ScoreResult(len(probabilities), runtime.kind), {PROBABILITIES_FILE: out}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any], dict[str, Path], Path], tuple[Any, Outputs]]] = {
+    "check": run_check, "convert": run_convert, "score": run_score,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run the job argv[0] names on the tar from stdin; answer with a tar on stdout."""
+    if len(argv) != 1 or argv[0] not in RUNNERS:
+        print(f"usage: python -m modelserve.sandbox.jobs {'|'.join(RUNNERS)}", file=sys.stderr)
+        return 2
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # what a model or a library prints goes to stderr, not into the answer
+    workspace = Path(tempfile.mkdtemp(prefix="job-"))
+    outputs: Outputs = {}
+    try:
+        request, files = receive(sys.stdin.buffer, workspace / "in")
+        result, outputs = RUNNERS[argv[0]](request, files, workspace)
+        payload: dict[str, Any] = {"result": asdict(result)}
+    except UserError as error:
+        payload = {"error": str(error)}
+    except MemoryError:
+        payload = {"error": "the model needs more memory than the sandbox allows"}
+    members: dict[str, bytes | Path] = {protocol.RESULT_MEMBER: json.dumps(payload).encode()}
+    protocol.write_tar(answer, {**members, **outputs})
+    answer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
