@@ -33,9 +33,15 @@ def test_authorize_is_idempotent_and_replaces_an_unrestricted_entry(tmp_path: Pa
     assert access.authorize(KEY, tmp_path / "home", ssh).changed is True
     assert access.authorize(KEY, tmp_path / "home", ssh).changed is False
     lines = (ssh / "authorized_keys").read_text().splitlines()
-    assert lines[0] == "ssh-rsa AAAAB3other other@box"
-    assert len(lines) == 2 and lines[1].startswith("restrict,command=")
+    # Replaced where it was: the other entry keeps its place.
+    assert len(lines) == 2 and lines[0].startswith("restrict,command=")
+    assert lines[1] == "ssh-rsa AAAAB3other other@box"
     assert (ssh / "authorized_keys").stat().st_mode & 0o777 == 0o600
+    # An entry someone adds after ours (a worker host's follow key) is no change for us: the
+    # Ansible run that added it must find nothing to do the next time (it did, once).
+    with (ssh / "authorized_keys").open("a") as keys:
+        keys.write("ssh-ed25519 AAAAC3follow modelserve follow worker1\n")
+    assert access.authorize(KEY, tmp_path / "home", ssh).changed is False
 
 
 @pytest.mark.parametrize(("comment", "name"), [

@@ -73,13 +73,17 @@ def authorized_line(public_key: str, home: Path, name: str) -> str:
 def merged_entries(existing: list[str], public_key: str, line: str, name: str) -> list[str]:
     """The authorized_keys lines with ours for this key (any other entry for it removed)."""
     key_body = public_key.split()[1]
+    ours = [i for i, entry in enumerate(existing) if key_body in entry.split()]
     kept = [entry for entry in existing if key_body not in entry.split()]
     for entry in kept:
         taken = _NAMED.search(entry)
         if taken and taken.group(1) == name:
             raise UserError(f"the name {name!r} is already another key's here; "
                             "give this one its own with --name")
-    return [*kept, line]
+    # Our line stays where this key's first entry was: entries others add later (a worker
+    # host's follow key) must not make the next run see a change in their order.
+    at = ours[0] if ours else len(kept)
+    return [*kept[:at], line, *kept[at:]]
 
 
 def authorize(public_key: str, home: Path, ssh_dir: Path, name: str | None = None
