@@ -28,6 +28,7 @@ from modelserve.fsutil import atomic_write_text
 from serving.auth_helpers import bearer, create_token
 from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import ROW, Response, RunningStack, http, start_stack
+from serving.test_pages import upload
 
 RATE = 60  # per minute, per token or address, per web process
 WEB_PROCESSES = 2
@@ -270,22 +271,12 @@ def _csv(tmp_path: Path, rows: int, name: str = "rows.csv") -> Path:
     return path
 
 
-def upload_in(page, path: Path):
-    """Upload through the page's form; return the HTTP answer."""
-    page.goto("/predictions")
-    page.set_input_files("#upload-form input[type=file]", str(path))
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
-        page.click("#upload-form button[type=submit]")
-    page.wait_for_load_state()
-    return answer.value
-
-
 def test_result_links_belong_to_their_session_and_expire(stack, contexts, tmp_path, reliability):
     """Another session, even logged in with the same token, gets 404; an old result is gone."""
     _, token = make_token(stack)
     _, other_token = make_token(stack)
     owner = log_in(contexts(), token)
-    assert upload_in(owner, _csv(tmp_path, 3)).status == 201
+    assert upload(owner, _csv(tmp_path, 3)).status == 201
     link = owner.get_attribute("#download", "href")
     assert owner.context.request.get(link).status == 200
     strangers = {"other token": log_in(contexts(), other_token),
