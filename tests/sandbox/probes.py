@@ -12,8 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modelserve.sandbox.policy import Backend, Limits
-from modelserve.sandbox.runner import Finished, confined_command, python_path, run_bounded
+from modelserve.sandbox.policy import Backend, ConfinePlan, Limits, unshare_argv
+from modelserve.sandbox.runner import (
+    Finished,
+    confined_command,
+    interpreter_paths,
+    python_path,
+    run_bounded,
+)
 
 __all__ = ["Finished", "python_path", "run_bounded"]
 
@@ -103,6 +109,14 @@ def confined(program: str, *args: str, limits: Limits | None = None,
     grace = 2.0 if backend is Backend.RLIMITS else 0.0
     return run_bounded(confined_command(backend, command, limits, workspace), {}, limits,
                        own_group=backend is Backend.RLIMITS, grace=grace)
+
+
+def confined_seeing(program: str, directory: Path) -> Finished:
+    """Run a probe in the namespaces sandbox with one more directory bound read-only."""
+    limits = Limits(wall_seconds=60)
+    plan = ConfinePlan(limits, exposed=(*interpreter_paths(), str(directory)))
+    argv = unshare_argv(python_path(), plan, [python_path(), "-I", "-c", program])
+    return run_bounded(argv, {}, limits)
 
 
 def unconfined_as(user: str, program: str, *args: str) -> dict:

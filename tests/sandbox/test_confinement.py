@@ -23,7 +23,8 @@ from modelserve.sandbox.policy import JOB_ENVIRONMENT, SANDBOX_USER, Backend, Li
 from modelserve.sandbox.setup import ensure_sandbox_user
 from sandbox import probes
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces backend needs root")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces backend needs root")]
 SECRET = "s3cret-broker-password"  # noqa: S105 (the bait the probes look for)
 
 
@@ -210,6 +211,18 @@ def test_the_sandbox_sees_a_read_only_root_of_its_own(sandbox_uid):
     seen = probes.report(probes.confined(program))
     assert seen == {"/usr/bin": True, "/home": False, "/var": False, "/run": False,
                     "/srv": False, "/root/.ssh": False, "/tmp": True}  # noqa: S108 (its own)
+
+
+def test_an_interpreter_under_tmp_is_seen_through_the_private_tmp(sandbox_uid):
+    """A venv or a clone under /tmp (a CI checkout) stays visible over the job's own /tmp."""
+    shown = Path(tempfile.mkdtemp(prefix="clone-", dir="/tmp"))  # noqa: S108 (the point)
+    try:
+        shown.chmod(0o755)
+        (shown / "module.py").write_text("VALUE = 42\n")
+        program = f"import json; print(json.dumps(open({str(shown / 'module.py')!r}).read()))"
+        assert probes.report(probes.confined_seeing(program, shown)) == "VALUE = 42\n"
+    finally:
+        shutil.rmtree(shown)
 
 
 def test_building_the_sandbox_costs_about_a_tenth_of_a_second(sandbox_uid, reliability):

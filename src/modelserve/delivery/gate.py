@@ -316,13 +316,13 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
     # This server's own rows: the default held-out split of its stored dataset.
     rows = held_out(settings.data_dir, {})
     features, labels = rows.features, rows.labels
-    probabilities = _scores(bundle, features, "the pushed model")
+    probabilities = _bundle_scores(bundle, manifest, features, "the pushed model")
     if not np.isfinite(probabilities).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
     accuracy = metrics.accuracy(labels, probabilities >= _threshold(manifest))
     live_accuracy = None
     if live is not None:
-        live_scores = _live_scores(live.path, live.manifest, features)
+        live_scores = _bundle_scores(live.path, live.manifest, features, "the live model")
         live_accuracy = metrics.accuracy(labels, live_scores >= _threshold(live.manifest))
         worse = live_accuracy - accuracy
         if worse > config.tolerance:
@@ -346,16 +346,20 @@ def _scores(bundle: Path, rows: np.ndarray, shown: str) -> np.ndarray:
         raise Refused(f"refused: {str(error).replace(str(bundle), shown)}") from None
 
 
-def _live_scores(bundle: Path, manifest: dict, rows: np.ndarray) -> np.ndarray:
-    """Score rows with the live model: its plan (numpy, no model code) here, else sandboxed."""
+def _bundle_scores(bundle: Path, manifest: dict, rows: np.ndarray, shown: str) -> np.ndarray:
+    """Score rows with the plan the sandbox derived (numpy on checked data, no model code).
+
+    A model without a plan (a Functional one) is scored in the sandbox instead.
+    """
     plan_path = bundle / PLAN_FILE
     try:
         plan = Plan.load(plan_path) if plan_path.is_file() else None
     except Exception:  # damaged bytes make zipfile/numpy raise many types: score it confined
         plan = None
-    if plan is not None and plan.source_sha256 == manifest["files"][MODEL_FILE]["sha256"]:
+    if (plan is not None and plan.source_sha256 == manifest["files"][MODEL_FILE]["sha256"]
+            and plan.input_width == rows.shape[1]):
         return np.asarray(plan(np.asarray(rows, dtype=np.float32)), np.float32)[:, 0]
-    return _scores(bundle, rows, "the live model")
+    return _scores(bundle, rows, shown)
 
 
 def _threshold(manifest: dict) -> float:

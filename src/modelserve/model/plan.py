@@ -82,6 +82,11 @@ class Plan:
                 x = ACTIVATIONS[step.activation](x)
         return x
 
+    @property
+    def input_width(self) -> int:
+        """How many values a row gives the first step."""
+        return int(self.steps[0].arrays[0].shape[0])
+
     def save(self, path: Path) -> None:
         """Write the plan as an .npz (no pickles)."""
         spec = {
@@ -92,22 +97,67 @@ class Plan:
         arrays = {f"s{i}_{j}": a for i, s in enumerate(self.steps) for j, a in enumerate(s.arrays)}
         try:
             with open(path, "wb") as stream:
-                np.savez(stream, spec=np.array(json.dumps(spec)), **arrays)
+                np.savez(stream, spec=np.array(json.dumps(spec)), allow_pickle=False, **arrays)
         except OSError as error:  # a failed write does not name its file; a full disk must
             raise OSError(error.errno, error.strerror, str(path)) from None
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        """Read a plan written by save()."""
+        """Read a plan written by save(), refusing any that is not a well-formed chain.
+
+        Plans are made in the sandbox from pushed models, then run by the serving account:
+        what crosses is data, checked here (kinds, activations, dtypes, shapes that chain).
+        """
         with np.load(path, allow_pickle=False) as data:
             spec = json.loads(str(data["spec"]))
-            if spec.get("format") != PLAN_FORMAT:
-                raise ValueError(f"{path}: not a {PLAN_FORMAT} file")
-            steps = tuple(
-                Step(s["kind"], (data[f"s{i}_0"], data[f"s{i}_1"]), s["activation"])
-                for i, s in enumerate(spec["steps"])
-            )
-        return cls(steps, spec["source_sha256"])
+            if not isinstance(spec, dict) or spec.get("format") != PLAN_FORMAT:
+                raise PlanError(f"{path}: not a {PLAN_FORMAT} file")
+            specs = spec.get("steps")
+            if not isinstance(specs, list) or not specs or len(specs) > MAX_STEPS:
+                raise PlanError(f"{path}: needs 1 to {MAX_STEPS} steps")
+            steps = tuple(_step(s, data[f"s{i}_0"], data[f"s{i}_1"], path)
+                          for i, s in enumerate(specs))
+            source = spec.get("source_sha256")
+        if not isinstance(source, str):
+            raise PlanError(f"{path}: no source hash")
+        _check_chain(steps, path)
+        return cls(steps, source)
+
+
+class PlanError(ValueError):
+    """A plan file that is not one this platform writes."""
+
+
+MAX_STEPS = 64
+
+
+def _step(spec: Any, first: np.ndarray, second: np.ndarray, path: Path) -> Step:
+    """One step read from a file: a known kind and activation, float32 arrays."""
+    if not isinstance(spec, dict) or spec.get("kind") not in ("normalize", "dense"):
+        raise PlanError(f"{path}: a step of an unknown kind")
+    if spec.get("activation") not in ACTIVATIONS:
+        raise PlanError(f"{path}: a step with an unknown activation")
+    if first.dtype != np.float32 or second.dtype != np.float32:
+        raise PlanError(f"{path}: arrays must be float32")
+    return Step(spec["kind"], (first, second), spec["activation"])
+
+
+def _check_chain(steps: tuple[Step, ...], path: Path) -> None:
+    """Each step takes the width the one before gives: a plan that cannot run is refused."""
+    width: int | None = None
+    for step in steps:
+        first, second = step.arrays
+        if step.kind == "normalize":
+            if first.ndim != 1 or first.shape != second.shape or not len(first):
+                raise PlanError(f"{path}: a normalize step needs two equal 1-D arrays")
+            given = taken = first.shape[0]
+        else:
+            if first.ndim != 2 or second.shape != (first.shape[1],) or 0 in first.shape:
+                raise PlanError(f"{path}: a dense step needs a kernel and a matching bias")
+            taken, given = first.shape
+        if width is not None and taken != width:
+            raise PlanError(f"{path}: a step takes {taken} values where {width} arrive")
+        width = given
 
 
 def compile_plan(model: Any, source_sha256: str) -> Plan | None:

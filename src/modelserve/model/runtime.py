@@ -89,7 +89,8 @@ class ModelRuntime:
         bundle = Path(bundle)
         manifest = verify_integrity(bundle)
         model_sha = manifest["files"][MODEL_FILE]["sha256"]
-        plan = _cached_plan(bundle / PLAN_FILE, model_sha) if trust_cached_plan else None
+        plan = (_cached_plan(bundle / PLAN_FILE, model_sha, len(feature_names(manifest)))
+                if trust_cached_plan else None)
         if plan is not None:
             return cls(manifest, plan, "plan")
         model = load_keras_model(bundle / MODEL_FILE)
@@ -136,8 +137,8 @@ def example_rows(manifest: dict) -> np.ndarray:
     )
 
 
-def _cached_plan(path: Path, model_sha: str) -> Plan | None:
-    """Load plan.npz if it exists and was derived from this very model file."""
+def _cached_plan(path: Path, model_sha: str, features: int) -> Plan | None:
+    """Load plan.npz if it exists, was derived from this very model file and takes its rows."""
     if not path.is_file():
         return None
     try:
@@ -146,4 +147,4 @@ def _cached_plan(path: Path, model_sha: str) -> Plan | None:
         # A damaged cache is ignored: the model itself is the truth (but slower to load).
         log.warning("%s is damaged (%s); loading the model with Keras instead", path, error)
         return None
-    return plan if plan.source_sha256 == model_sha else None
+    return plan if plan.source_sha256 == model_sha and plan.input_width == features else None

@@ -65,14 +65,15 @@ def build_root(root: str, plan: ConfinePlan) -> None:
     mount("sandbox-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
     for path in SYSTEM_PATHS:
         _add_system_path(root, path)
+    # The workspace first: a venv or a clone under /tmp is bound inside it, not hidden by it.
+    size = f"size={plan.limits.workspace_bytes}"
+    mount("sandbox-tmp", _make_dir(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV,  # noqa: S108
+          f"mode=1777,{size},nr_inodes=4096")
     for path, fd in sources:
         target = _make_dir(root, path)
         bind_read_only(f"/proc/self/fd/{fd}", target)
         os.close(fd)
     _add_devices(root)
-    size = f"size={plan.limits.workspace_bytes}"
-    mount("sandbox-tmp", _make_dir(root, "/tmp"), "tmpfs", MS_NOSUID | MS_NODEV,  # noqa: S108
-          f"mode=1777,{size},nr_inodes=4096")
     mount("proc", _make_dir(root, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("none", root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755")
 
