@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from containers.engine import CACHE, EngineUnavailable, exclusive, start_engine, stop_engine
+from tiers import needs
 
 from modelserve.model.dataset import Dataset, load_dataset
 
-pytest_plugins = ["reliability_report"]
+pytest_plugins = ["reliability_report", "tiers"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_FILE = "pima-indians-diabetes.csv"
@@ -54,6 +55,7 @@ def dataset(pima_csv: Path) -> Dataset:
 
 
 @pytest.fixture(scope="session")
+@needs("model training")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset) -> Path:
     """A bundle trained for a few epochs (shared: treat as read-only)."""
     from modelserve.model.training import TrainingConfig, train_bundle
@@ -77,6 +79,7 @@ def legacy_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, sh
 
 
 @pytest.fixture(scope="session")
+@needs("Docker (its own dockerd, as root)")
 def engine():
     """Our own dockerd for the session (containers and hosts share it); skip if it cannot start."""
     with exclusive(CACHE / "lock"):

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from modelserve.errors import UserError
 
@@ -65,7 +66,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from MODELSERVE_* environment variables, refusing malformed values."""
     env = os.environ if environ is None else environ
     home = env.get("MODELSERVE_HOME")
-    values: dict[str, object] = {}
+    # Any: _convert gives each value its field's declared type, which the dict cannot express.
+    values: dict[str, Any] = {}
     for field in fields(Settings):
         raw = env.get(f"MODELSERVE_{field.name.upper()}")
         if field.name == "home" or raw is None:

@@ -28,6 +28,7 @@ from cli_helpers import run_cli
 from delivery.hosts import NetnsHost
 from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import free_port, http
+from tiers import needs
 
 from broker.pki import REPO, Authority, Identity, client_identity, make_authority, server_identity
 from modelserve.config import Settings
@@ -113,6 +114,7 @@ class TlsBroker:
 
 
 @pytest.fixture(scope="module")
+@needs("RabbitMQ and a network namespace (root)")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     """A node with a TLS listener facing a worker host, and that host's own account."""
     folder = tmp_path_factory.mktemp("tls-broker")
@@ -153,6 +155,7 @@ def _add_worker_account(broker: TlsBroker) -> None:
 
 
 @pytest.fixture(scope="module")
+@needs("root (the model sandbox checks the seed model it registers)")
 def model_home(tmp_path_factory: pytest.TempPathFactory, shared_data: Path,
                pima_csv: Path) -> Path:
     """A home with the production seed model active (the worker host's copy of production's)."""

@@ -20,6 +20,8 @@ from modelserve.tls import fingerprint, make_self_signed, self_signed_request
 
 from .fake_openstack import FLAVOR, IMAGE, PASSWORD, PRIVATE, PROJECT, USER, FakeOpenStack
 
+pytestmark = pytest.mark.slow  # a modelserve cloud run or more per case, on a fake OpenStack: ~40 s
+
 # The operator's own network (documentation ranges): `up` opens SSH and the web port to it only.
 ALLOW = ["--allow-from", "198.51.100.7/32", "--allow-from", "2001:db8::/64"]
 FAST = [*ALLOW, "--poll-seconds", "0.02", "--active-timeout", "10"]

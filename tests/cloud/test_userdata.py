@@ -17,6 +17,8 @@ from modelserve.provision.ready import marker_value
 from modelserve.provision.userdata import TLS_MARKER
 from modelserve.tls import fingerprint
 
+pytestmark = pytest.mark.slow  # cloud-init (only ./dev test installs it); a CLI run per case
+
 REPO = Path(__file__).resolve().parents[2]
 PIP = "/opt/modelserve/bin/pip install --quiet --disable-pip-version-check --constraint " \
       "/etc/modelserve/requirements.lock"
@@ -240,3 +242,18 @@ def test_refusals(tmp_path: Path, keys: dict[str, Path], args: list[str], fragme
     result = run_cli("cloud", "user-data", "--ssh-key", keys["operator"], *args, home=tmp_path,
                      timeout=60)
     assert_user_error(result, fragment)
+
+
+@pytest.mark.parametrize("role", ["prod", "dev"])
+@pytest.mark.parametrize("url", ["", "http://10.0.0.2:8000/pima.csv"])
+def test_the_dataset_comes_from_the_package_unless_a_url_is_given(
+    tmp_path: Path, keys: dict[str, Path], role: str, url: str
+) -> None:
+    """No --dataset-url: the server stores the copy shipped in the package (no download at
+    boot); with one, it fetches that URL."""
+    _, doc = render(tmp_path, "--role", role, "--ssh-key", keys["operator"],
+                    *(["--dataset-url", url] if url else []))
+    data = [cmd for cmd in commands(doc) if "/opt/modelserve/bin/modelserve data " in cmd]
+    assert len(data) == 1, data
+    wanted = f"modelserve data fetch --url {url}" if url else "modelserve data example"
+    assert data[0].startswith("runuser -u ") and data[0].endswith(wanted), data[0]

@@ -9,9 +9,11 @@ import pytest
 from cli_helpers import run_cli
 from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import start_stack
+from tiers import needs
 
 
 @pytest.fixture(scope="session")
+@needs("the production stack (RabbitMQ, Celery workers, gunicorn) and root")
 def production(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """A production home (seed model live), delivery set up, and its serving stack running."""
     home = tmp_path_factory.mktemp("production") / "home"

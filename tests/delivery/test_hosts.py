@@ -13,6 +13,8 @@ import pytest
 from delivery.hosts import LocalUser, NetnsHost, generate_key, live_pids, run
 from modelserve.sandbox.policy import sudoers_path
 
+pytestmark = pytest.mark.slow  # root: accounts, sshd in network namespaces
+
 # Local git commands must not depend on the machine's git identity.
 GIT_IDENTITY = ["-c", "user.name=t", "-c", "user.email=t@t"]
 

@@ -24,6 +24,7 @@ from delivery.gitops import (
 from modelserve.registry import Registry
 
 
+@pytest.mark.slow  # the production stack
 def test_init_is_idempotent_and_hooks_are_shims(production):
     """A second init changes nothing; hooks hand over to the package."""
     again = run_cli("delivery", "init", "--web-url", production.url, home=production.home)

@@ -106,6 +106,7 @@ def test_a_push_made_while_another_deploys_goes_live_after_it(production, checko
     assert not load.failures, load.failures[:5]
 
 
+@pytest.mark.slow  # the production stack
 def test_a_hook_that_waited_behind_a_newer_push_does_not_deploy(production, monkeypatch):
     """The activation lock is taken in push order only by chance: the branch tip decides."""
     settings = load_settings({"MODELSERVE_HOME": str(production.home)})

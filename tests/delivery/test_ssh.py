@@ -201,6 +201,7 @@ def test_the_deploy_account_cannot_rewrite_its_keys_and_the_key_still_pushes(
         "history names the key", attempts_refused=len(attempts), pushes_accepted=1)
 
 
+@pytest.mark.slow  # root: a local account, runuser
 def test_authorize_run_as_the_account_warns(tmp_path: Path):
     """The account's own run keeps its keys writable by it: one warning line says how to fix."""
     with LocalUser.create() as user:

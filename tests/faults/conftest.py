@@ -21,6 +21,7 @@ from serving.stack_helpers import (
     parent_pid,
     start_stack,
 )
+from tiers import needs
 
 from modelserve.config import load_settings
 from modelserve.model.runtime import ModelRuntime
@@ -32,6 +33,7 @@ LOAD_TIMEOUT = 30.0  # well past the stack's deadline: a HUNG request is one the
 
 
 @pytest.fixture
+@needs("root (the model sandbox checks the seed model it registers)")
 def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
     """A home with the production seed model active."""
     home = tmp_path / "home"
@@ -41,6 +43,7 @@ def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
 
 
 @pytest.fixture
+@needs("root (the model sandbox checks the seed models it registers)")
 def two_model_home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
     """A home with both seed models registered; production is active."""
     home = tmp_path / "home"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import scaled_examples
 
 from modelserve.model.csvfile import score_csv
 from modelserve.model.dataset import FEATURES
@@ -31,7 +32,8 @@ WEIGHTS = np.linspace(-1e-3, 1e-3, len(NAMES), dtype=np.float32)
 
 def budget(examples: int) -> settings:
     """Reproducible settings: derandomized, no example database, no deadline (CI is slow)."""
-    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+    return settings(max_examples=scaled_examples(examples), derandomize=True, database=None,
+                    deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

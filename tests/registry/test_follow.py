@@ -10,6 +10,8 @@ from serving.conftest import prepare_home, version_of_seed
 
 from modelserve.registry import Registry
 
+pytestmark = pytest.mark.slow  # root: each home's seed model is checked in the sandbox
+
 
 @pytest.fixture
 def production(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:

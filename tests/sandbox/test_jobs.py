@@ -49,7 +49,13 @@ def test_conversion_in_the_sandbox_matches_the_one_in_process(converted, shared_
         assert there[key] == here[key], key
     assert there["source"]["architecture"] == "model.json"
     assert there["source"]["weights"] == "model.h5"
-    assert sorted(p.name for p in converted.iterdir()) == ["manifest.json", "model.keras"]
+    # Checked in the same job: the plan it derived is the one a check here derives.
+    assert sorted(p.name for p in converted.iterdir()) == ["manifest.json", "model.keras",
+                                                           "plan.npz"]
+    check_bundle(tmp_path / "b", plan_out=tmp_path / "here.npz")
+    rows = dataset.features[:50]
+    assert np.array_equal(Plan.load(converted / "plan.npz")(rows),
+                          Plan.load(tmp_path / "here.npz")(rows))
 
 
 def test_check_and_score_in_the_sandbox_match_in_process(converted, dataset, tmp_path,

@@ -10,6 +10,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s*\n[A-Za-z0-9+/=]{40,}")
@@ -29,6 +31,7 @@ def test_ruff_security_rules_are_clean(reliability):
                             "a port choice or a checked archive")
 
 
+@pytest.mark.slow  # the network: pip-audit asks PyPI
 def test_locked_dependencies_have_no_known_vulnerability(tmp_path, reliability):
     """pip-audit over requirements.lock finds no known vulnerability; what it could not audit is
     looked up in PyPI's project data where that speaks for the locked release; the rest is said."""

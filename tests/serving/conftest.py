@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 from playwright.sync_api import sync_playwright
+from tiers import needs
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
@@ -32,6 +33,7 @@ def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("producti
 
 
 @pytest.fixture(scope="session")
+@needs("root (the model sandbox checks the seed models it registers)")
 def serving_home(tmp_path_factory, shared_data: Path, pima_csv: Path) -> Path:
     """A home with the production and development seed models; production is active."""
     home = tmp_path_factory.mktemp("serving") / "home"
@@ -57,6 +59,7 @@ def versions(serving_home: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+@needs("the serving stack (RabbitMQ, Celery workers, gunicorn)")
 def stack(serving_home: Path):
     """One shared stack with two workers; tests must leave production active."""
     running = start_stack(serving_home, "--workers", "2")
@@ -76,6 +79,7 @@ def runtimes(serving_home: Path, versions: dict[str, str]) -> dict[str, ModelRun
 
 
 @pytest.fixture(scope="session")
+@needs("Chromium")
 def browser():
     """One headless Chromium for the whole session (launch() gives it a fresh profile)."""
     with sync_playwright() as playwright:

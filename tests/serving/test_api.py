@@ -11,6 +11,8 @@ from modelserve.model.dataset import FEATURES
 from serving.conftest import as_json, expected
 from serving.stack_helpers import ROW, http, post_json
 
+pytestmark = pytest.mark.slow  # the shared serving stack: RabbitMQ, Celery workers, gunicorn
+
 
 def test_predict_rows_as_lists_match_the_active_model(stack, dataset, versions, runtimes):
     """Probabilities, labels and version match the model computed in this process."""

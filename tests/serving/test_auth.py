@@ -30,6 +30,8 @@ from serving.conftest import prepare_home, version_of_seed
 from serving.stack_helpers import ROW, Response, RunningStack, http, start_stack
 from serving.test_pages import upload
 
+pytestmark = pytest.mark.slow  # a serving stack of its own, and Chromium
+
 RATE = 60  # per minute, per token or address, per web process
 WEB_PROCESSES = 2
 UPLOAD_ROWS = 50

@@ -23,6 +23,8 @@ from modelserve.config import load_settings
 from modelserve.web import create_app, openapi
 from serving.stack_helpers import free_port, http
 
+pytestmark = pytest.mark.slow  # the shared serving stack; schemathesis against it
+
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 SEED = 20261125
 MIN_REQUESTS = 10_000  # the bar: one run sends at least this many generated requests

@@ -16,6 +16,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 
 from modelserve.model.dataset import stratified_split
 
+pytestmark = pytest.mark.slow  # the shared serving stack and Chromium
+
 PAGES = ("/", "/predictions", "/accuracy", "/models")
 SHOWN_DECIMALS = 1e-4
 TRACEBACK_MARKERS = ("Traceback", 'File "', "site-packages")

@@ -115,6 +115,7 @@ def _batches_seen() -> tuple[float, float, float]:
             get("modelserve_batch_rows_bucket", {"le": "8.0"}) or 0.0)
 
 
+@pytest.mark.slow  # the shared serving stack
 def test_window_and_maximum_batch_are_honoured(stack, serving_home, dataset, versions, runtimes):
     """12 one-row requests in a 300 ms window, at most 5 rows a batch: 3 messages, own rows."""
     settings = Settings(home=serving_home, broker_url=_broker_url(stack), batch_window_ms=300,

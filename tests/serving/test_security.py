@@ -15,6 +15,8 @@ from cli_helpers import run_cli
 from modelserve.web import csrf
 from serving.stack_helpers import ROW, RunningStack, cmdline, http, http_server
 
+pytestmark = pytest.mark.slow  # the shared serving stack and Chromium
+
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_FIELD = re.compile(r'name="csrf-token" value="([0-9a-f]{64})"')
 FEATURES = ("pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi",

@@ -70,6 +70,7 @@ def test_without_a_model_up_says_how_to_get_one(tmp_path: Path, pima_csv):
         assert stack.stop() == 0
 
 
+@pytest.mark.slow  # runs modelserve up (which would start the stack)
 def test_a_taken_port_is_one_clear_line(tmp_path: Path):
     """The web port is in use: say so and start nothing."""
     with socket.socket() as taken:
@@ -136,6 +137,7 @@ def test_missing_rabbitmq_server_is_one_clear_line(tmp_path, monkeypatch):
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.slow  # runs modelserve up, a RabbitMQ node
 def test_a_broker_that_does_not_answer_is_one_clear_line(tmp_path: Path):
     """An external broker URL that nobody answers: one line, and no password in it."""
     url = f"amqp://someone:s3cret-word@127.0.0.1:{free_port()}//"

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import scaled_examples
 
 from modelserve.model.dataset import FEATURES, FLOAT32_MAX
-from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1, rows_from_v2
+from modelserve.web.inference import parse_infer_request
+from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1
 
 TALLY_SUBJECT = "request parsing"  # the report rows of this module's properties
 NAMES = list(FEATURES)
@@ -26,11 +28,13 @@ MAX_ROWS = 40
 MAX_BYTES = 1 << 16
 MAX_MESSAGE = 200
 STATUSES = {400, 413, 415}
+OUTPUTS = {"probability": "FP32", "label": "INT8"}
 
 
 def budget(examples: int) -> settings:
     """Reproducible settings: derandomized, no example database, no deadline (CI is slow)."""
-    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+    return settings(max_examples=scaled_examples(examples), derandomize=True, database=None,
+                    deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -55,6 +59,9 @@ json_values = st.recursive(
     max_leaves=24,
 )
 row_lists = st.lists(numbers, min_size=len(NAMES), max_size=len(NAMES))
+# Values a v2 tensor of each datatype must take.
+TYPED_VALUES = {"FP32": numbers, "FP64": numbers, "BOOL": st.booleans(),
+                "INT32": st.integers(min_value=-(2**31), max_value=2**31 - 1)}
 rows_valid = st.lists(row_lists, min_size=1, max_size=MAX_ROWS)
 
 
@@ -104,11 +111,12 @@ def v2_payloads(draw) -> Any:
     """A /v2 infer body: a valid tensor, or one with its shape, datatype, data or fields wrong."""
     if draw(st.integers(0, 9)) == 0:
         return draw(json_values)
-    rows = draw(rows_valid)
+    datatype = draw(st.sampled_from(["FP32", "FP64", "INT32", "BOOL"]))
+    rows = draw(st.lists(st.lists(TYPED_VALUES[datatype], min_size=len(NAMES),
+                                  max_size=len(NAMES)), min_size=1, max_size=MAX_ROWS))
     flat = [value for row in rows for value in row]
     tensor: dict[str, Any] = {"name": "input", "shape": [len(rows), len(NAMES)],
-                              "datatype": draw(st.sampled_from(["FP32", "FP64", "INT32"])),
-                              "data": draw(st.sampled_from([flat, rows]))}
+                              "datatype": datatype, "data": draw(st.sampled_from([flat, rows]))}
     payload: dict[str, Any] = {"inputs": [tensor]}
     wrong = draw(st.sampled_from(["nothing", "shape", "datatype", "data", "row", "value",
                                   "missing", "field", "inputs"]))
@@ -229,7 +237,7 @@ def test_any_v1_payload_gives_rows_or_a_clear_refusal(tally):
 
 
 def test_any_v2_payload_gives_rows_or_a_clear_refusal(tally):
-    """rows_from_v2: any JSON value gives an (n, 8) tensor of the declared shape or a BadRequest."""
+    """parse_infer_request: any JSON value gives (n, 8) rows of the declared shape or a refusal."""
     tally.update(scenario="any /v2 infer payload -> rows or a one-line refusal",
                  note="found: the same whole-number echo as /api/v1/predict; fixed with it")
 
@@ -238,14 +246,14 @@ def test_any_v2_payload_gives_rows_or_a_clear_refusal(tally):
     def check(payload):
         tally["examples"] += 1
         try:
-            rows, tensor = rows_from_v2(payload, NAMES, MAX_ROWS)
+            call = parse_infer_request(payload, NAMES, OUTPUTS, MAX_ROWS)
         except BadRequest as error:
             assert_refusal(error)
             count(tally, error)
             return
         count(tally, None)
-        assert_rows(rows)
-        assert list(rows.shape) == tensor["shape"] and tensor is payload["inputs"][0]
+        assert_rows(call.rows)
+        assert list(call.rows.shape) == payload["inputs"][0]["shape"]
 
     check()
     assert tally["accepted"] and tally["refused"]
@@ -257,7 +265,7 @@ def test_valid_rows_read_the_same_in_every_form(tally):
 
     @budget(400)
     @given(rows_valid, st.lists(st.booleans(), min_size=MAX_ROWS, max_size=MAX_ROWS),
-           st.sampled_from(["FP32", "FP64", "INT64"]))
+           st.sampled_from(["FP32", "FP64"]))
     def check(rows, as_object, datatype):
         tally["examples"] += 1
         expected = np.asarray(rows, dtype=np.float32)
@@ -267,9 +275,10 @@ def test_valid_rows_read_the_same_in_every_form(tally):
             rows_from_v1(_wire({"rows": rows}), NAMES, MAX_ROWS),
             rows_from_v1(_wire({"rows": [keyed(row) for row in rows]}), NAMES, MAX_ROWS),
             rows_from_v1(_wire({"rows": mixed}), NAMES, MAX_ROWS),
-            rows_from_v2(_wire(_tensor(shape, datatype, [v for r in rows for v in r])),
-                         NAMES, MAX_ROWS)[0],
-            rows_from_v2(_wire(_tensor(shape, datatype, rows)), NAMES, MAX_ROWS)[0],
+            parse_infer_request(_wire(_tensor(shape, datatype, [v for r in rows for v in r])),
+                                NAMES, OUTPUTS, MAX_ROWS).rows,
+            parse_infer_request(_wire(_tensor(shape, datatype, rows)), NAMES, OUTPUTS,
+                                MAX_ROWS).rows,
         ]
         for got in forms:
             assert_rows(got)
@@ -319,8 +328,8 @@ def test_the_row_and_body_limits_hold(tally):
         tally["examples"] += 1
         row = [1.5] * len(NAMES)
         v1 = refused(rows_from_v1, {"rows": [row] * n_rows}, NAMES, max_rows)
-        v2 = refused(rows_from_v2, _tensor([n_rows, len(NAMES)], "FP32", row * n_rows),
-                     NAMES, max_rows)
+        v2 = refused(parse_infer_request, _tensor([n_rows, len(NAMES)], "FP32", row * n_rows),
+                     NAMES, OUTPUTS, max_rows)
         for error in (v1, v2):
             count(tally, error)
             expected = None if 1 <= n_rows <= max_rows else (400 if n_rows == 0 else 413)

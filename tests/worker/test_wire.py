@@ -38,6 +38,7 @@ def active(tmp_path: Path, legacy_bundle: Path) -> ActiveModel:
     return ActiveModel(tmp_path / "registry")
 
 
+@pytest.mark.slow  # root: the seed model is checked in the sandbox
 def test_a_worker_answers_a_bad_message_with_an_error_not_a_crash(active, dataset):
     """Wrong feature count or a corrupt payload: an error reply; a good batch: answers."""
     good = wire.encode(dataset.features[:3], wire.ROWS)

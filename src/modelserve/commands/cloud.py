@@ -75,7 +75,8 @@ def userdata_options(command: Callable) -> Callable:
         click.option("--no-index", is_flag=True,
                      help="pip takes packages from --find-links only, never from PyPI."),
         click.option("--dataset-url", default="", metavar="URL",
-                     help="Where the server downloads the dataset (default: the public one)."),
+                     help="Where the server downloads the dataset (default: none, it stores "
+                     "the copy shipped in the package)."),
         click.option("--compose-file", default="", metavar="PATH|URL",
                      help="--containers: the compose.yaml (embedded if a path, fetched if a URL)."),
         click.option("--web-port", type=click.IntRange(1, 65535), default=WEB_PORT,

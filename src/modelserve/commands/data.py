@@ -7,12 +7,19 @@ from pathlib import Path
 import click
 
 from modelserve.config import Settings
-from modelserve.model.dataset import PIMA_URL, fetch_dataset, import_dataset
+from modelserve.model.dataset import (
+    PIMA_URL,
+    DatasetError,
+    fetch_dataset,
+    import_dataset,
+    store_example,
+    stored_dataset,
+)
 
 
 @click.group()
 def data() -> None:
-    """Fetch or import the Pima Indians Diabetes data."""
+    """Store the built-in Pima Indians Diabetes data, fetch it, or import a CSV."""
 
 
 @data.command()
@@ -28,6 +35,30 @@ def data() -> None:
 def fetch(settings: Settings, url: str, timeout: float) -> None:
     """Download the public dataset, validate it and store it."""
     _report(fetch_dataset(url, settings.data_dir, timeout=timeout), settings)
+
+
+@data.command()
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Keep a dataset already stored; store the example only when there is none.",
+)
+@click.pass_obj
+def example(settings: Settings, if_missing: bool) -> None:
+    """Store the built-in copy of the Pima data; no network needed.
+
+    The copy ships inside the package and is checked like a download (its sha256, then the
+    same validation as `data fetch`).
+    """
+    if if_missing:
+        try:
+            path = stored_dataset(settings.data_dir)
+        except DatasetError:
+            pass  # nothing stored yet: store the example below
+        else:
+            click.echo(f"a dataset is already stored; keeping it: {path}")
+            return
+    _report(store_example(settings.data_dir), settings)
 
 
 @data.command(name="import")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None
     os.close(fd)
     try:
         with click.progressbar(
-            length=estimate_rows(in_path), label="scoring", file=click.get_text_stream("stderr")
+            length=estimate_rows(in_path), label="scoring", file=sys.stderr
         ) as bar:
             rows = score_csv(runtime, in_path, Path(tmp), progress=bar.update)
         os.replace(tmp, out_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -89,7 +90,7 @@ def train(
             length=config.epochs,
             label="training",
             show_pos=True,
-            file=click.get_text_stream("stderr"),
+            file=sys.stderr,  # click.get_text_stream is deprecated (gone in Click 9)
         ) as bar,
     ):
         manifest = train_bundle(

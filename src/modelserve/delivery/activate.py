@@ -20,8 +20,9 @@ from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.delivery.gate import NOTE_FILE, PLAN_FILE, ZERO, Say, Update, pending_dir
 from modelserve.delivery.known import remember
 from modelserve.errors import UserError
+from modelserve.model.metrics import format_value
 from modelserve.model.runtime import example_rows
-from modelserve.registry import Registry
+from modelserve.registry import Registry, VersionInfo
 from modelserve.tls import client_context
 
 
@@ -136,14 +137,20 @@ def _take_plan(gate_plan: Path, staged: Path) -> None:
         shutil.copyfile(gate_plan, staged / PLAN_FILE)
 
 
-def _metrics_line(registry: Registry, info, previous: str | None) -> str:
+def _metrics_line(registry: Registry, info: VersionInfo, previous: str | None) -> str:
     """New and old held-out metrics side by side."""
-    new = info.manifest["metrics"]
-    text = f"; accuracy {new['accuracy']:.4f}, ROC AUC {new['roc_auc']:.4f}"
+    accuracy, auc = _shown_metrics(info.manifest)
+    text = f"; accuracy {accuracy}, ROC AUC {auc}"
     if previous:
-        old = registry.get(previous).manifest["metrics"]
-        text += f" (was {old['accuracy']:.4f}, {old['roc_auc']:.4f})"
+        old_accuracy, old_auc = _shown_metrics(registry.get(previous).manifest)
+        text += f" (was {old_accuracy}, {old_auc})"
     return text
+
+
+def _shown_metrics(manifest: dict) -> tuple[str, str]:
+    """Accuracy and ROC AUC as text; ROC AUC is null when the held-out rows hold one class."""
+    metrics = manifest["metrics"]
+    return format_value(metrics["accuracy"], 4), format_value(metrics["roc_auc"], 4)
 
 
 def wait_until_served(config: DeliveryConfig, manifest: dict, timeout: float) -> bool:

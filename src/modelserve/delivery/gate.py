@@ -192,8 +192,7 @@ def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, sc
                      options: dict[str, str], say: Say) -> Verdict:
     """Extract, convert, check and score a model never deployed here; leave its bundle."""
     tree = _materialize(commit, config, scratch / "tree")
-    bundle = _candidate_bundle(settings, tree, scratch / "bundle")
-    _check(bundle)
+    bundle = _checked_candidate(settings, tree, scratch / "bundle")
     verdict = _compare(settings, config, bundle, options, say)
     shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
     return verdict
@@ -263,8 +262,11 @@ def _extract(entries: list[TreeEntry], out: Path) -> None:
         pushed.write_blob(entry, out / PurePosixPath(entry.path).name)
 
 
-def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
-    """Find a bundle or a legacy pair; convert a pair (in the sandbox)."""
+def _checked_candidate(settings: Settings, tree: Path, out: Path) -> Path:
+    """Find a bundle or a legacy pair: check the bundle, or convert and check the pair (one job).
+
+    Either way the candidate leaves the sandbox with the plan derived from its model.keras.
+    """
     has_bundle = (tree / MODEL_FILE).is_file() and (tree / MANIFEST_FILE).is_file()
     has_legacy = all((tree / name).is_file() for name in LEGACY_FILES)
     if has_bundle and has_legacy:
@@ -274,6 +276,7 @@ def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
         out.mkdir()
         for name in (MODEL_FILE, MANIFEST_FILE):
             shutil.copy2(tree / name, out / name)
+        _check(out)
         return out
     if has_legacy:
         try:
@@ -290,10 +293,7 @@ def _candidate_bundle(settings: Settings, tree: Path, out: Path) -> Path:
 
 
 def _check(bundle: Path) -> CheckResult:
-    """Load and run the model in the sandbox, where its scoring plan is derived too.
-
-    Also a pair we converted: its model.keras was written inside the sandbox, from pushed files.
-    """
+    """Load and run the model in the sandbox, where its scoring plan is derived too."""
     try:
         return check_bundle_confined(bundle, plan_out=bundle / PLAN_FILE)
     except SandboxUnavailable:

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text, sha256_file
@@ -157,7 +157,7 @@ def _validate_metrics(metrics: dict, where: Path | str) -> None:
             raise BundleError(f"{where}: metrics.{name} must be a number")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     """Tell whether a JSON value is a number (not a boolean)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -32,14 +32,15 @@ def check_bundle(bundle: Path, plan_out: Path | None = None) -> dict:
     outputs = np.asarray(model(examples, training=False))
     difference = _check_outputs(outputs, manifest, bundle)
     plan = compile_plan(model, manifest["files"][MODEL_FILE]["sha256"])
-    plan_ok = plan is not None and plan_matches(plan, model, probe_rows(manifest, examples))
-    if plan_ok and plan_out is not None:
+    if plan is not None and not plan_matches(plan, model, probe_rows(manifest, examples)):
+        plan = None  # a plan that disagrees with Keras is never served
+    if plan is not None and plan_out is not None:
         plan.save(plan_out)
     return {
         "version": manifest["version"],
         "examples": len(examples),
         "max_difference": difference,
-        "runtime": "plan" if plan_ok else "keras",
+        "runtime": "plan" if plan is not None else "keras",
     }
 
 

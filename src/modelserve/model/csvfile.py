@@ -11,19 +11,30 @@ import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from modelserve.model.dataset import FLOAT32_MAX
-from modelserve.model.runtime import InputError, ModelRuntime
+from modelserve.model.runtime import InputError, Scores
 
 BLOCK_BYTES = 4 << 20
 SHOWN_CHARS = 40  # of a bad cell, in a message
 OUTPUT_COLUMNS = ("probability", "label", "model_version")
 
 Progress = Callable[[int], None]
+
+
+class RowScorer(Protocol):
+    """What score_csv needs of a model: a ModelRuntime, or the web app's queue-backed scorer."""
+
+    features: list[str]
+
+    def score(self, rows: np.ndarray) -> Scores:
+        """Score a (n, features) float32 batch."""
+        ...
 
 
 def read_header(path: Path, features: list[str]) -> list[str] | None:
@@ -79,7 +90,7 @@ def _open_reader(
 
 
 def score_csv(
-    runtime: ModelRuntime, in_path: Path, out_path: Path, progress: Progress | None = None
+    runtime: RowScorer, in_path: Path, out_path: Path, progress: Progress | None = None
 ) -> int:
     """Score every row of in_path into out_path; return the number of rows scored."""
     header = read_header(in_path, runtime.features)

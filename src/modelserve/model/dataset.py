@@ -1,4 +1,4 @@
-"""The training data: validation, import, download, and the seeded stratified split."""
+"""The training data: validation, import, download, the built-in example, the seeded split."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_bytes, atomic_write_text
+from modelserve.model.examples import EXAMPLE_SHA256, EXAMPLE_SOURCE, example_bytes
 
 PIMA_URL = (
     "https://raw.githubusercontent.com/jbrownlee/Datasets/master/pima-indians-diabetes.data.csv"
@@ -165,6 +166,21 @@ def fetch_dataset(url: str, data_dir: Path, timeout: float = 30.0) -> dict:
     return _store(_download(url, timeout), url, data_dir)
 
 
+def store_example(data_dir: Path) -> dict:
+    """Store the packaged copy of the Pima data, checked like a download, with no network."""
+    try:
+        data = example_bytes()
+    except OSError as error:  # a wheel or checkout built without its package data
+        raise DatasetError(f"{EXAMPLE_SOURCE} is missing from this install: {error}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != EXAMPLE_SHA256:
+        raise DatasetError(
+            f"{EXAMPLE_SOURCE}: sha256 {digest} is not the shipped {EXAMPLE_SHA256} "
+            "(a damaged install?)"
+        )
+    return _store(data, EXAMPLE_SOURCE, data_dir)
+
+
 def _download(url: str, timeout: float) -> bytes:
     """Read at most MAX_DOWNLOAD_BYTES of a URL, refusing a reply that is cut short."""
     try:
@@ -208,7 +224,8 @@ def stored_dataset(data_dir: Path) -> Path:
     path = Path(data_dir) / DATA_FILE
     if not path.is_file():
         raise DatasetError(
-            "no dataset yet: run `modelserve data fetch` or `modelserve data import PATH`"
+            "no dataset yet: run `modelserve data example` (the built-in copy), "
+            "`modelserve data fetch` or `modelserve data import PATH`"
         )
     return path
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -133,7 +133,8 @@ def _dense_spec(layer: Any, where: str, limits: LegacyLimits) -> DenseSpec:
 def _input_width(raw_layers: list, where: str, limits: LegacyLimits) -> int:
     """Find the declared input width (batch_input_shape of the first layer)."""
     first = raw_layers[0] if isinstance(raw_layers[0], dict) else {}
-    config = first.get("config") if isinstance(first.get("config"), dict) else {}
+    config = first.get("config")
+    config = config if isinstance(config, dict) else {}
     shape = config.get("batch_input_shape") or config.get("batch_shape")
     if not isinstance(shape, list) or len(shape) != 2 or not _is_int(shape[1]) or shape[1] < 1:
         raise BundleError(f"{where}: the first layer declares no input shape [null, n]")
@@ -142,7 +143,7 @@ def _input_width(raw_layers: list, where: str, limits: LegacyLimits) -> int:
     return shape[1]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     """Tell whether a JSON value is an integer (not a boolean)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -68,10 +68,12 @@ def _epoch_callback(on_epoch: EpochCallback | None) -> list:
     if on_epoch is None:
         return []
     keras = import_keras()
+    report = on_epoch  # bound after the None check, so the method below sees a callable
+    callback_base: Any = keras.callbacks.Callback  # Keras is untyped: a dynamic base class
 
-    class _Progress(keras.callbacks.Callback):
+    class _Progress(callback_base):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            on_epoch(epoch + 1, dict(logs or {}))
+            report(epoch + 1, dict(logs or {}))
 
     return [_Progress()]
 

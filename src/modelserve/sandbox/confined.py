@@ -44,6 +44,8 @@ def check_bundle_confined(bundle: Path, plan_out: Path | None = None,
                           timeout: float | None = None) -> CheckResult:
     """Check a bundle in the sandbox; write the plan it derived from model.keras to plan_out."""
     bundle = Path(bundle)
+    if plan_out is not None:  # it holds the plan derived now, or nothing, even on a refusal
+        Path(plan_out).unlink(missing_ok=True)
     limits = JOB_LIMITS["check"].within(timeout)
     answer = _run("check", protocol.CheckRequest(str(bundle)), _bundle_inputs(bundle, False),
                   {PLAN_FILE}, limits, bundle)
@@ -51,25 +53,23 @@ def check_bundle_confined(bundle: Path, plan_out: Path | None = None,
     if plan_out is not None and PLAN_FILE in answer.files:
         atomic_write_bytes(Path(plan_out), answer.files[PLAN_FILE])
         Path(plan_out).chmod(0o644)
-    elif plan_out is not None:  # plan_out holds the plan derived now, or nothing
-        Path(plan_out).unlink(missing_ok=True)
     return result
 
 
 def convert_legacy_confined(architecture: Path, weights: Path, dataset: Path,
                             out: Path) -> ConvertResult:
-    """Convert a legacy model.json + model.h5 pair in the sandbox; write the bundle to out."""
+    """Convert and check a legacy pair in the sandbox; write the bundle (and its plan) to out."""
     request = ConvertRequest(Path(architecture).name, Path(weights).name, str(architecture),
                              str(weights), str(dataset))
     inputs: dict[str, bytes | Path] = {ARCHITECTURE: Path(architecture), WEIGHTS: Path(weights),
                                        DATASET: Path(dataset)}
-    answer = _run("convert", request, inputs, set(BUNDLE_FILES), JOB_LIMITS["convert"],
+    answer = _run("convert", request, inputs, {*BUNDLE_FILES, PLAN_FILE}, JOB_LIMITS["convert"],
                   Path(architecture))
-    if set(answer.files) != set(BUNDLE_FILES):
+    if not set(BUNDLE_FILES) <= set(answer.files):
         raise SandboxError("the conversion gave no bundle")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in BUNDLE_FILES:
+    for name in answer.files:  # the bundle's two files, and the plan when one was derived
         atomic_write_bytes(out / name, answer.files[name])
         (out / name).chmod(0o644)
     return protocol.from_json(ConvertResult, answer.result)

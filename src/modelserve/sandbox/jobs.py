@@ -94,7 +94,8 @@ def run_check(raw: dict[str, Any], files: dict[str, Path],
 
 def run_convert(raw: dict[str, Any], files: dict[str, Path],
                 workspace: Path) -> tuple[ConvertResult, Outputs]:
-    """Convert a legacy model.json + model.h5 pair into a bundle, evaluated on the dataset."""
+    """Convert a legacy pair into a bundle evaluated on the dataset, then check it like any."""
+    from modelserve.model.check import check_bundle
     from modelserve.model.dataset import load_dataset
     from modelserve.model.legacy import import_legacy
 
@@ -107,11 +108,17 @@ def run_convert(raw: dict[str, Any], files: dict[str, Path],
     out = workspace / "out"
     shown = {architecture: request.architecture_shown, weights: request.weights_shown,
              files[DATASET]: request.dataset_shown, out: "the bundle"}
+    plan = workspace / PLAN_FILE
     try:
         manifest = import_legacy(architecture, weights, load_dataset(files[DATASET]), out)
+        # Checked here too, while TensorFlow is loaded: the bundle comes back with its plan.
+        report = check_bundle(out, plan_out=plan)
     except UserError as error:
         raise _shown(error, shown) from None
-    return ConvertResult(manifest["version"]), {name: out / name for name in BUNDLE_FILES}
+    outputs = {name: out / name for name in BUNDLE_FILES}
+    if plan.is_file():
+        outputs[PLAN_FILE] = plan
+    return ConvertResult(manifest["version"], report["runtime"]), outputs
 
 
 def _move(path: Path, to: Path) -> Path:

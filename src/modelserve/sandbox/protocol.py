@@ -60,9 +60,10 @@ class ConvertRequest:
 
 @dataclass(frozen=True)
 class ConvertResult:
-    """The bundle written (model.keras and manifest.json come beside it)."""
+    """The bundle written and checked (model.keras, manifest.json and any plan.npz beside it)."""
 
     version: str
+    runtime: str  # as CheckResult.runtime: "plan" when plan.npz was derived
 
 
 @dataclass(frozen=True)

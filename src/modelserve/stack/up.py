@@ -84,10 +84,11 @@ class Stack:
             check_broker(self.settings)
             self.say(f"broker: {redact(self.settings.broker_url)} (external)")
             return
-        self.broker = BrokerNode(self.settings.home / "broker", self.options.broker_port)
-        self.say(f"broker: starting a private RabbitMQ node on 127.0.0.1:{self.broker.port}")
-        self._launch_broker()
-        self.settings = replace(self.settings, broker_url=self.broker.url())
+        broker = BrokerNode(self.settings.home / "broker", self.options.broker_port)
+        self.broker = broker
+        self.say(f"broker: starting a private RabbitMQ node on 127.0.0.1:{broker.port}")
+        self._launch_broker(broker)
+        self.settings = replace(self.settings, broker_url=broker.url())
 
     def _environment(self) -> dict[str, str]:
         """What the children need to find the registry and the broker."""
@@ -149,8 +150,9 @@ class Stack:
 
     def check_children(self) -> None:
         """Restart dead workers; a dead broker or web app ends the stack."""
-        if self.broker_process is not None and self.broker_process.poll() is not None:
-            self._restart_broker()
+        broker, process = self.broker, self.broker_process
+        if broker is not None and process is not None and process.poll() is not None:
+            self._restart_broker(broker, process)
         if self.web is not None and self.web.exited() is not None:
             raise StackError(f"the web app exited (code {self.web.exited()})")
         for worker in self.workers:
@@ -163,20 +165,20 @@ class Stack:
             self.say(f"{worker.name} exited (code {code}); restarting it")
             worker.start()
 
-    def _restart_broker(self) -> None:
+    def _restart_broker(self, broker: BrokerNode, process: subprocess.Popen) -> None:
         """Bring a dead private broker back; web and workers reconnect by themselves."""
-        reason = self.broker.stop_reason()
+        reason = broker.stop_reason()
         if self.broker_restarts >= BROKER_RESTART_LIMIT:
-            raise StackError(f"the broker keeps stopping ({reason}); see {self.broker.console_log}")
+            raise StackError(f"the broker keeps stopping ({reason}); see {broker.console_log}")
         self.broker_restarts += 1
         self.say(f"the broker stopped ({reason}); restarting it")
-        self.broker.stop(self.broker_process)  # its epmd too, so that the ports are free
-        self._launch_broker()
+        broker.stop(process)  # its epmd too, so that the ports are free
+        self._launch_broker(broker)
 
-    def _launch_broker(self) -> None:
+    def _launch_broker(self, broker: BrokerNode) -> None:
         """Start the private node and wait until it accepts connections."""
-        self.broker_process = self.broker.start()
-        self.broker.wait_until_listening(self.broker_process, BROKER_START_SECONDS)
+        self.broker_process = broker.start()
+        broker.wait_until_listening(self.broker_process, BROKER_START_SECONDS)
 
     def supervise(self, poll_seconds: float = 0.5) -> None:
         """Watch the children until interrupted or until a vital part dies."""

@@ -13,9 +13,9 @@ from modelserve.config import Settings, load_settings
 from modelserve.model.metrics import format_value
 from modelserve.tls import HSTS
 from modelserve.web import csrf, metrics
+from modelserve.web.app_service import Service
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
-from modelserve.web.service import Service
 
 log = logging.getLogger(__name__)
 GIL_SWITCH_SECONDS = 0.0005

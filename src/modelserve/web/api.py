@@ -9,19 +9,22 @@ from flask import Blueprint, Response, jsonify, request
 
 from modelserve import __version__
 from modelserve.model.bundle import feature_names
-from modelserve.web import metrics, openapi, service
-from modelserve.web.parsing import BadRequest, parse_json, rows_from_v1, rows_from_v2
-from modelserve.web.predictors import Prediction
+from modelserve.web import csrf, inference, metrics, openapi, service
+from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
 
 blueprint = Blueprint("api", __name__)
 OUTPUTS = openapi.OUTPUTS
 
 
-def _json_body() -> Any:
-    """Read the request body as JSON within the configured size limit."""
+def _json_body(transport: inference.Transport | None = None) -> Any:
+    """Read the request body as JSON within the configured size limit (v2: its own media rules)."""
     limit = service().settings.max_body_bytes
     request.max_content_length = limit
-    return parse_json(request.get_data(cache=False), request.content_type, limit)
+    body = request.get_data(cache=False)  # an oversized body is a 413 before anything else
+    if transport is None:
+        return parse_json(body, request.content_type, limit)
+    inference.check_transport(transport)
+    return parse_json(body, JSON_TYPES[0], limit)
 
 
 @blueprint.post("/api/v1/predict")
@@ -88,16 +91,15 @@ def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
     manifest = _served_manifest(name, version)
     app_service = service()
-    payload = _json_body()
-    rows, _tensor = rows_from_v2(
-        payload, feature_names(manifest), app_service.settings.max_request_rows
-    )
-    wanted = _requested_outputs(payload)
-    prediction = app_service.predict(rows)
+    call = inference.parse_infer_request(_json_body(_transport()), feature_names(manifest),
+                                         OUTPUTS, app_service.settings.max_request_rows)
+    prediction = app_service.predict(call.rows)
+    columns = {"probability": prediction.probabilities.tolist(),
+               "label": prediction.labels.tolist()}
     answer = {"model_name": name, "model_version": prediction.version,
-              "outputs": _output_tensors(prediction, wanted)}
-    if "id" in payload:  # rows_from_v2 made sure it is a string
-        answer["id"] = payload["id"]
+              "outputs": inference.output_tensors(call, columns, OUTPUTS)}
+    if call.id is not None:
+        answer["id"] = call.id
     return jsonify(answer)
 
 
@@ -119,6 +121,15 @@ def prometheus_metrics():
     return Response(body, content_type=content_type)
 
 
+def _transport() -> inference.Transport:
+    """What the request's headers say of its body."""
+    return inference.Transport(
+        content_type=request.headers.get("Content-Type"),
+        content_encoding=request.headers.get("Content-Encoding"),
+        header_length=request.headers.get(inference.HEADER_LENGTH),
+        cross_site=not csrf.from_this_origin())
+
+
 def _served_manifest(name: str, version: str | None) -> dict:
     """The active model's manifest, if `name` (and `version`, if given) designate it."""
     app_service = service()
@@ -132,32 +143,6 @@ def _served_manifest(name: str, version: str | None) -> dict:
         raise BadRequest(f"version {version!r} is not the live version; only "
                          f"{manifest['version']} is served", 404)
     return manifest
-
-
-def _requested_outputs(payload: dict) -> list[str]:
-    """The output tensors asked for (all of them when none are named)."""
-    if "outputs" not in payload:  # null is not a list of outputs: refused below
-        return list(OUTPUTS)
-    outputs = payload["outputs"]
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
-    if any(not isinstance(o.get("parameters", {}), dict) for o in outputs):
-        raise BadRequest('"outputs": each "parameters" must be an object')
-    names = [o.get("name") for o in outputs]
-    # A name may be any JSON value; a list or object must not reach the dict lookup (a 500).
-    unknown = [n for n in names if not isinstance(n, str) or n not in OUTPUTS]
-    if unknown:
-        raise BadRequest(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
-    return names
-
-
-def _output_tensors(prediction: Prediction, wanted: list[str]) -> list[dict]:
-    """Encode the requested outputs as protocol tensors of shape [rows, 1]."""
-    columns = {"probability": prediction.probabilities.tolist(),
-               "label": prediction.labels.tolist()}
-    rows = len(prediction.labels)
-    return [{"name": name, "datatype": OUTPUTS[name], "shape": [rows, 1], "data": columns[name]}
-            for name in wanted]
 
 
 def _public(status: dict) -> dict:

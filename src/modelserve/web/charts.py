@@ -65,7 +65,7 @@ def probability_bars(labels: np.ndarray, probabilities: np.ndarray, bins: int = 
 
 def timeline_polyline(points: list[tuple[float, float]]) -> str:
     """A step line through (time fraction, accuracy) points; accuracy drawn on 0.5..1."""
-    coords = []
+    coords: list[str] = []
     for i, (when, value) in enumerate(points):
         y = _y(max(0.0, (value - 0.5) * 2))
         if i:

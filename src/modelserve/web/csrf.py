@@ -6,7 +6,8 @@ browser send the cookie but cannot read it or compute the field; a cookie plante
 host does not help without the secret. Browsers also say where a request comes from
 (Sec-Fetch-Site): a cross-site form post is refused before anything else. The JSON API needs
 no token: it accepts only application/json bodies, which a cross-site page cannot send without
-a CORS preflight that this app never grants.
+a CORS preflight that this app never grants. (The /v2 routes also take a body without
+Content-Type, as tritonclient sends it, but not from a browser that says another site sent it.)
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def install(app: Flask, secret: bytes, exempt_prefixes: tuple[str, ...]) -> None
     def check_origin_and_token() -> None:
         if request.method in SAFE_METHODS or request.path.startswith(exempt_prefixes):
             return
-        if not _from_this_origin():
+        if not from_this_origin():
             raise CrossSiteRequest("form posts from other sites are refused")
         nonce = request.cookies.get(COOKIE, "")
         sent = request.form.get(FIELD, "")
@@ -85,7 +86,7 @@ def install(app: Flask, secret: bytes, exempt_prefixes: tuple[str, ...]) -> None
         return {"csrf_field": FIELD, "csrf_token": lambda: _token(secret)}
 
 
-def _from_this_origin() -> bool:
+def from_this_origin() -> bool:
     """What the browser says of the request's origin: Sec-Fetch-Site, else Origin, else trust."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelserve import __version__
 from modelserve.config import Settings
-from modelserve.web.parsing import FLOAT32_MAX, V2_DATATYPES
+from modelserve.web.inference import DATATYPES
+from modelserve.web.parsing import FLOAT32_MAX
 
 N_FEATURES = 8
 # The output tensors of every model, with their datatypes (api.py encodes them).
@@ -32,7 +35,8 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
 def _errors(*codes: int) -> dict:
     """Error responses, each a JSON {"error": "..."}; a 503 says when to retry."""
     reasons = {400: "invalid request", 404: "unknown model or version",
-               413: "body or row count over the limit", 415: "not JSON",
+               413: "body or row count over the limit",
+               415: "not JSON (or binary tensors, which are not supported)",
                503: "broker, workers or model unavailable; see Retry-After",
                504: "no answer within the deadline"}
     answers = {str(code): {"description": reasons[code], **_json(_ref("Error"))} for code in codes}
@@ -43,7 +47,9 @@ def _errors(*codes: int) -> dict:
 
 def _tensor_schemas(n_features: int) -> dict:
     """Open Inference Protocol tensors: the one input, the outputs, their metadata."""
-    number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    # The datatype says which: integers in its range, true/false for BOOL, numbers for FP*.
+    number = {"anyOf": [{"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
+                        {"type": "boolean"}]}
     flat = {"type": "array", "items": number, "minItems": 1,
             "description": "row-major values, rows x features of them"}
     rows = {"type": "array", "minItems": 1, "description": "one list of values per row",
@@ -57,7 +63,7 @@ def _tensor_schemas(n_features: int) -> dict:
                 "name": {"type": "string"},
                 "shape": {"type": "array", "minItems": 2, "maxItems": 2,
                           "items": {"type": "integer", "minimum": 1}},
-                "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
+                "datatype": {"type": "string", "enum": list(DATATYPES)},
                 "data": {"oneOf": [flat, rows]},
                 "parameters": {"type": "object"}}},
         "InferOutput": {
@@ -71,7 +77,7 @@ def _tensor_schemas(n_features: int) -> dict:
         "TensorMetadata": {
             "type": "object", "required": ["name", "datatype", "shape"],
             "properties": {"name": {"type": "string"},
-                           "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
+                           "datatype": {"type": "string", "enum": list(DATATYPES)},
                            "shape": {"type": "array", "items": {"type": "integer",
                                                                 "minimum": -1}}}},
     }
@@ -197,7 +203,7 @@ def _v2_paths(settings: Settings, n_features: int, version: str | None) -> dict:
                      "schema": {"type": "string", **version_values}}
     by_version = (name, version_param)
     infer_errors = (400, 404, 413, 415, 503, 504)
-    infer = {"body": "InferRequest", "example": _infer_example(n_features)}
+    infer: dict[str, Any] = {"body": "InferRequest", "example": _infer_example(n_features)}
     return {
         "/v2": {"get": _operation("Server metadata", _ok("ServerMetadata", "server metadata"))},
         "/v2/health/live": {"get": _operation("Liveness", _ok("Live", "live"))},

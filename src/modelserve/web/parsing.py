@@ -13,8 +13,6 @@ from modelserve.errors import UserError
 from modelserve.model.dataset import FLOAT32_MAX
 
 JSON_TYPES = ("application/json",)
-V2_DATATYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
-                "UINT32", "UINT64")
 SHOWN_CHARS = 40  # of a value echoed in a message: enough to recognise it, never the whole body
 SHOWN_NAMES = 3
 
@@ -56,20 +54,20 @@ def parse_json(body: bytes, content_type: str | None, max_bytes: int) -> Any:
         raise BadRequest("the JSON is nested too deeply") from None
 
 
-def _number(value: Any, where: str) -> float:
+def number(value: Any, where: str) -> float:
     """Accept a finite int or float (not a bool, not a string)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{where}: {_shown(value)} is not a number")
+        raise BadRequest(f"{where}: {shown(value)} is not a number")
     try:
-        number = float(value)
+        result = float(value)
     except OverflowError:
-        number = math.inf
-    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
-        raise BadRequest(f"{where}: {_shown(value)} is not a finite number within float32 range")
-    return number
+        result = math.inf
+    if not math.isfinite(result) or abs(result) > FLOAT32_MAX:
+        raise BadRequest(f"{where}: {shown(value)} is not a finite number within float32 range")
+    return result
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """Show a value from the request in a message: as JSON, on one line, cut short."""
     try:
         text = json.dumps(value)
@@ -85,17 +83,17 @@ def _cut(text: str) -> str:
 
 def _names(keys: list[str]) -> str:
     """List a few of the client's field names for a message (it may send thousands)."""
-    shown = ", ".join(_cut(repr(key)) for key in keys[:SHOWN_NAMES])
-    return shown + (f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else "")
+    text = ", ".join(_cut(repr(key)) for key in keys[:SHOWN_NAMES])
+    return text + (f" and {len(keys) - SHOWN_NAMES} more" if len(keys) > SHOWN_NAMES else "")
 
 
-def _check_count(count: int, max_rows: int) -> None:
+def check_count(count: int, max_rows: int) -> None:
     """Refuse no rows or too many."""
     if count == 0:
         raise BadRequest("no rows: send at least one")
     if count > max_rows:
         raise BadRequest(
-            f"{_shown(count)} rows is more than the {max_rows} allowed in one request", 413)
+            f"{shown(count)} rows is more than the {max_rows} allowed in one request", 413)
 
 
 def rows_from_v1(payload: Any, features: list[str], max_rows: int) -> np.ndarray:
@@ -108,7 +106,7 @@ def rows_from_v1(payload: Any, features: list[str], max_rows: int) -> np.ndarray
     rows = payload["rows"]
     if not isinstance(rows, list):
         raise BadRequest('"rows" must be a list')
-    _check_count(len(rows), max_rows)
+    check_count(len(rows), max_rows)
     return np.asarray([_row(row, i, features) for i, row in enumerate(rows)], dtype=np.float32)
 
 
@@ -122,63 +120,10 @@ def _row(row: Any, index: int, features: list[str]) -> list[float]:
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
                 [f"unknown {_names(extra)}"] if extra else [])
             raise BadRequest(f"{where}: {'; '.join(parts)}")
-        return [_number(row[name], f"{where}.{name}") for name in features]
+        return [number(row[name], f"{where}.{name}") for name in features]
     if not isinstance(row, list):
         raise BadRequest(f"{where}: a row is a list of {len(features)} numbers or an object")
     if len(row) != len(features):
         raise BadRequest(f"{where}: expected {len(features)} values "
                          f"({', '.join(features)}), got {len(row)}")
-    return [_number(value, f"{where}[{i}] ({features[i]})") for i, value in enumerate(row)]
-
-
-def rows_from_v2(payload: Any, features: list[str], max_rows: int) -> tuple[np.ndarray, dict]:
-    """Read an Open Inference Protocol request: one FP/INT tensor of shape [n, features]."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
-        raise BadRequest('send {"inputs": [{"name", "shape", "datatype", "data"}]}')
-    if len(payload["inputs"]) != 1:
-        raise BadRequest(f"expected exactly 1 input tensor, got {len(payload['inputs'])}")
-    _check_types(payload, "the request", {"id": str, "parameters": dict})
-    tensor = payload["inputs"][0]
-    if not isinstance(tensor, dict):
-        raise BadRequest("inputs[0] must be an object")
-    for key in ("name", "shape", "datatype", "data"):
-        if key not in tensor:
-            raise BadRequest(f"inputs[0] lacks {key!r}")
-    _check_types(tensor, "inputs[0]", {"name": str, "parameters": dict})
-    if tensor["datatype"] not in V2_DATATYPES:
-        raise BadRequest(f"inputs[0].datatype {_shown(tensor['datatype'])} is not numeric")
-    shape = tensor["shape"]
-    if not (isinstance(shape, list) and len(shape) == 2 and all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        raise BadRequest("inputs[0].shape must be [rows, features]")
-    if shape[1] != len(features):
-        raise BadRequest(
-            f"inputs[0].shape {_shown(shape)}: the model takes {len(features)} features")
-    _check_count(shape[0], max_rows)
-    values = _flatten(tensor["data"], len(features))
-    if len(values) != shape[0] * shape[1]:
-        raise BadRequest(f"inputs[0].data has {len(values)} values; "
-                         f"shape {shape} needs {shape[0] * shape[1]}")
-    flat = [_number(v, f"inputs[0].data[{i}]") for i, v in enumerate(values)]
-    return np.asarray(flat, dtype=np.float32).reshape(shape), tensor
-
-
-def _check_types(fields: dict, where: str, kinds: dict[str, type]) -> None:
-    """Refuse optional protocol fields of the wrong JSON type (a name that is not a string)."""
-    for key, kind in kinds.items():
-        if key in fields and not isinstance(fields[key], kind):
-            expected = "a string" if kind is str else "an object"
-            raise BadRequest(f"{where}: {key!r} must be {expected}")
-
-
-def _flatten(data: Any, n_features: int) -> list:
-    """Read tensor data given flat (row-major) or as one list of n_features values per row."""
-    if not isinstance(data, list):
-        raise BadRequest("inputs[0].data must be a list")
-    if not any(isinstance(item, list) for item in data):
-        return data
-    # Nesting must follow the shape: deeper or ragged lists would be scored as some other rows.
-    if not all(isinstance(row, list) and len(row) == n_features for row in data):
-        raise BadRequest(f"inputs[0].data: give the values flat, or as lists of {n_features} "
-                         "values, one per row")
-    return [value for row in data for value in row]
+    return [number(value, f"{where}[{i}] ({features[i]})") for i, value in enumerate(row)]

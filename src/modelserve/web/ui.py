@@ -19,8 +19,8 @@ from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.holdout import held_out
 from modelserve.model.runtime import InputError, Scores
 from modelserve.web import charts, error_response, service
+from modelserve.web.app_service import Service
 from modelserve.web.parsing import BadRequest
-from modelserve.web.service import Service
 from modelserve.web.uploads import QuotaExceeded, ResultStore, count_rows
 
 blueprint = Blueprint("ui", __name__)
@@ -201,8 +201,8 @@ def accuracy():
 
 def _timeline(activations: list[dict], measured: dict[str, float | None]) -> str:
     """The live model's accuracy as a step line over the activation times."""
-    points = [(datetime.fromisoformat(e["at"]).timestamp(), measured[e["version"]])
-              for e in activations if measured.get(e["version"]) is not None]
+    points = [(datetime.fromisoformat(e["at"]).timestamp(), value)
+              for e in activations if (value := measured.get(e["version"])) is not None]
     if not points:
         return ""
     start, end = points[0][0], max(points[-1][0], points[0][0] + 1)

@@ -36,15 +36,14 @@ class ActiveModel:
         """Return the runtime of the active version, loading it if the link moved."""
         version = self._registry.active_version()
         runtime = self._runtime
-        if version is None and runtime is None:
+        # No link (removed under us), the same version, or one that failed: keep what we have.
+        if runtime is not None and version in (None, runtime.version, self._failed):
+            return runtime
+        if version is None:
             raise NoActiveModel(
                 "no model is active: run `modelserve train --activate`, or "
                 "`modelserve model import-legacy model.json model.h5 --activate`"
             )
-        if version is None or (runtime is not None and runtime.version == version):
-            return runtime
-        if version == self._failed and runtime is not None:
-            return runtime
         with self._lock:
             return self._load(version)
 
