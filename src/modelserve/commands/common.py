@@ -86,7 +86,7 @@ def keep_bundle(
 def _register(settings: Settings, bundle: Path, activate: bool, source: str, reason: str) -> None:
     """Add a bundle to the registry and optionally activate it, saying what happened."""
     registry = open_registry(settings)
-    click.echo("checking the model in a clean process and adding it to the registry ...")
+    click.echo("checking the model in the sandbox and adding it to the registry ...")
     info = registry.add(bundle, source=source, reason=reason)
     say_recoveries(registry)
     click.echo(f"registered {info.version}")
