@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model.test_table import as_csv, iris_csv
 from sklearn import datasets
 
+from model.test_table import as_csv, iris_csv
 from modelserve.model.metrics import evaluate_multiclass, regression_metrics
 from modelserve.model.spec import Task
 from modelserve.model.table import parse_table
