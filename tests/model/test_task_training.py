@@ -8,6 +8,8 @@ from sklearn import datasets
 
 from model.test_table import as_csv, iris_csv
 from modelserve.model.metrics import evaluate_multiclass, regression_metrics
+from modelserve.model.plan import compile_plan
+from modelserve.model.runtime import plan_matches
 from modelserve.model.spec import Task
 from modelserve.model.table import parse_table
 from modelserve.model.training import TrainingConfig, fit_table
@@ -42,6 +44,8 @@ def test_diabetes_progression_trains_a_linear_head_in_the_targets_units():
     baseline = regression_metrics(table.target[test],
                                   np.full(len(test), table.target[train].mean()))
     assert found["rmse"] < 0.85 * baseline["rmse"] and found["r2"] > 0.3, (found, baseline)
+    plan = compile_plan(model, "00" * 32)  # Normalization, Dense, Rescaling: numpy serves it
+    assert plan is not None and plan_matches(plan, model, table.features)
 
 
 def test_the_same_seed_and_data_give_the_same_model():
