@@ -191,7 +191,8 @@ def _compile_layer(layer: Any) -> Step | None:
         stddev = np.sqrt(np.asarray(layer.variance, dtype=np.float32).reshape(-1))
         return Step("normalize", (mean, np.maximum(stddev, np.float32(KERAS_EPSILON))))
     if kind == "Rescaling" and np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0:
-        return Step("rescale", (np.float32(layer.scale), np.float32(layer.offset)))
+        scale, offset = (np.asarray(value, np.float32) for value in (layer.scale, layer.offset))
+        return Step("rescale", (scale, offset))
     if kind == "Dense" and not layer.lora_enabled:
         activation = getattr(layer.activation, "__name__", "")
         if activation not in ACTIVATIONS:
