@@ -17,7 +17,7 @@ from typing import Any
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text, sha256_file
-from modelserve.model.spec import ModelSpec, SpecError, read_spec
+from modelserve.model.spec import ModelSpec, SpecError, Task, read_spec
 
 FORMAT = "modelserve.bundle/1"
 MODEL_FILE = "model.keras"
@@ -99,6 +99,10 @@ def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> Model
         raise BundleError(str(error)) from None
     if MODEL_FILE not in spec.files:
         raise BundleError(f"{where}: files must list {MODEL_FILE}")
+    if spec.task is not Task.BINARY:
+        # The spec reads every task; answers, pages and the gate serve binary models so far.
+        raise BundleError(f"{where}: a {spec.task.value} model cannot be served yet; this "
+                          "version serves binary classifiers")
     return spec
 
 
