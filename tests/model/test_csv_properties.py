@@ -23,6 +23,7 @@ from tiers import scaled_examples
 from modelserve.model.csvfile import score_csv
 from modelserve.model.dataset import FEATURES
 from modelserve.model.runtime import InputError, ModelRuntime, Scores
+from modelserve.model.spec import FORMAT_V1, Feature, Metrics, ModelSpec, Output, Task
 
 TALLY_SUBJECT = "CSV reader"  # the report rows of this module's properties
 NAMES = list(FEATURES)
@@ -42,9 +43,12 @@ def _probabilities(rows: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(rows @ WEIGHTS, -50, 50)))[:, None]
 
 
-RUNTIME = ModelRuntime({"version": "0123456789ab", "output": {"threshold": 0.5},
-                        "input": {"features": [{"name": name} for name in NAMES]}},
-                       _probabilities, "test")
+RUNTIME = ModelRuntime(
+    ModelSpec(format=FORMAT_V1, version="0123456789ab", created_at="",
+              features=tuple(Feature(name) for name in NAMES),
+              output=Output("output", Task.BINARY, ("0", "1"), 0.5),
+              metrics=Metrics(Task.BINARY, 0, {}), examples=(), files={}, document={}),
+    _probabilities, "test")
 
 
 class Recorder:

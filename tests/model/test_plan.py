@@ -22,6 +22,21 @@ def _plan() -> Plan:
     ), "ab" * 32)
 
 
+def test_a_rescale_step_scales_to_the_targets_units(tmp_path: Path) -> None:
+    """x * scale + offset after the last dense step: a regression model's Rescaling."""
+    base = _plan()
+    plan = Plan((*base.steps, Step("rescale", (np.float32(60.0), np.float32(150.0)))),
+                base.source_sha256)
+    plan.save(tmp_path / "plan.npz")
+    rows = RNG.random((5, 8), np.float32)
+    np.testing.assert_allclose(Plan.load(tmp_path / "plan.npz")(rows), base(rows) * 60 + 150,
+                               rtol=1e-6)
+    spec, arrays = _parts(plan)
+    arrays["s3_0"] = np.ones(2, np.float32)
+    with pytest.raises(PlanError, match="two scalars"):
+        Plan.load(_write(tmp_path / "bad.npz", spec, arrays))
+
+
 def _write(path: Path, spec: object, arrays: dict[str, np.ndarray]) -> Path:
     """A plan file with any spec and arrays, as a sandboxed job could write one."""
     with path.open("wb") as stream:

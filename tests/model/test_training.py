@@ -32,7 +32,7 @@ def test_manifest_records_contract_data_config_and_versions(
     trained_bundle: Path, pima_csv: Path
 ) -> None:
     """The manifest carries the input contract, data hash, training config and libraries."""
-    manifest = verify_integrity(trained_bundle)
+    manifest = verify_integrity(trained_bundle).document
     assert [f["name"] for f in manifest["input"]["features"]] == list(FEATURES)
     assert all(
         f["dtype"] == "float32" and f["min"] <= f["max"] for f in manifest["input"]["features"]

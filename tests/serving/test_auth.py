@@ -433,9 +433,9 @@ def test_the_delivery_hook_confirms_a_model_with_the_local_token(stack, monkeypa
 
     monkeypatch.setenv("MODELSERVE_HOME", str(stack.home))  # as the hook's shim sets it
     registry = Registry(stack.home / "registry")
-    manifest = registry.get(registry.active_version()).manifest
+    spec = registry.get(registry.active_version()).spec
     started = time.monotonic()
-    assert wait_until_served(DeliveryConfig(web_url=stack.url), manifest, 10)
+    assert wait_until_served(DeliveryConfig(web_url=stack.url), spec, 10)
     confirmed_in = time.monotonic() - started
     local = stack.home / "auth" / "local-token"
     assert oct(local.stat().st_mode & 0o777) == "0o600"

@@ -228,10 +228,10 @@ def test_the_delivery_hook_confirms_over_https_with_the_certificate(tls_stack, t
     """The post-receive wait (delivery/activate.py) reaches https://127.0.0.1 verifying the
     stack's certificate given by `delivery init --web-ca`; without it, no confirmation."""
     stack, cert, version = tls_stack
-    manifest = Registry(stack.home / "registry").get(version).manifest
+    spec = Registry(stack.home / "registry").get(version).spec
     url = f"https://127.0.0.1:{stack.port}"
-    assert wait_until_served(DeliveryConfig(web_url=url, web_ca=str(cert)), manifest, 15)
-    assert not wait_until_served(DeliveryConfig(web_url=url), manifest, 1)
+    assert wait_until_served(DeliveryConfig(web_url=url, web_ca=str(cert)), spec, 15)
+    assert not wait_until_served(DeliveryConfig(web_url=url), spec, 1)
     home = tmp_path / "home"
     init = run_cli("delivery", "init", "--web-url", url, "--web-ca", cert, home=home)
     assert init.returncode == 0, init.stderr

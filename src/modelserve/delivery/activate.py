@@ -21,7 +21,7 @@ from modelserve.delivery.gate import NOTE_FILE, PLAN_FILE, ZERO, Say, Update, pe
 from modelserve.delivery.known import remember
 from modelserve.errors import UserError
 from modelserve.model.metrics import format_value
-from modelserve.model.runtime import example_rows
+from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, ModelSpec
 from modelserve.registry import Registry, VersionInfo
 from modelserve.tls import client_context
 
@@ -100,12 +100,15 @@ def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say)
         reason = f"revert to {info.version}" + (f": {note['reason']}" if note["reason"] else "")
     else:
         info = registry.add(pending / "bundle", source=source, reason=reason)
+    spec = info.spec
+    if spec is None:  # damaged since it was stored: serving it would fail every request
+        raise NotActivated(f"{info.version} is stored with a damaged manifest")
     registry.activate(info.version, source=source, reason=reason,
                       pusher=note.get("pusher") or "")
     if note.get("model_files"):
         remember(settings, note["model_files"], info.version)
     shutil.rmtree(pending, ignore_errors=True)
-    served = wait_until_served(config, info.manifest, config.live_timeout)
+    served = wait_until_served(config, spec, config.live_timeout)
     elapsed = time.time() - note["received_at"]
     say(f"live: {info.version} (was {previous or 'none'})" + _metrics_line(registry, info,
                                                                           previous))
@@ -138,28 +141,30 @@ def _take_plan(gate_plan: Path, staged: Path) -> None:
 
 
 def _metrics_line(registry: Registry, info: VersionInfo, previous: str | None) -> str:
-    """New and old held-out metrics side by side."""
-    accuracy, auc = _shown_metrics(info.manifest)
-    text = f"; accuracy {accuracy}, ROC AUC {auc}"
-    if previous:
-        old_accuracy, old_auc = _shown_metrics(registry.get(previous).manifest)
-        text += f" (was {old_accuracy}, {old_auc})"
+    """New and old held-out metrics side by side: the task's first two."""
+    spec = info.spec
+    if spec is None:  # a damaged stored manifest: the version is live, its figures unknown
+        return ""
+    names = TASK_METRICS[spec.task][:2]
+    text = "; " + ", ".join(f"{METRIC_LABELS[n]} {_shown(spec, n)}" for n in names)
+    old = registry.get(previous).spec if previous else None
+    if old is not None and old.task is spec.task:
+        text += f" (was {', '.join(_shown(old, n) for n in names)})"
     return text
 
 
-def _shown_metrics(manifest: dict) -> tuple[str, str]:
-    """Accuracy and ROC AUC as text; ROC AUC is null when the held-out rows hold one class."""
-    metrics = manifest["metrics"]
-    return format_value(metrics["accuracy"], 4), format_value(metrics["roc_auc"], 4)
+def _shown(spec: ModelSpec, name: str) -> str:
+    """A metric as text; an undefined one (ROC AUC of one class) is a dash."""
+    return format_value(spec.metrics.values.get(name), 4)
 
 
-def wait_until_served(config: DeliveryConfig, manifest: dict, timeout: float) -> bool:
+def wait_until_served(config: DeliveryConfig, spec: ModelSpec, timeout: float) -> bool:
     """Ask the serving stack until an answer comes from this version (True) or time runs out."""
-    body = json.dumps({"rows": example_rows(manifest)[:1].tolist()}).encode()
+    body = json.dumps({"rows": spec.example_rows()[:1].tolist()}).encode()
     context = _web_context(config)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _answered_by(config.web_url, body, context) == manifest["version"]:
+        if _answered_by(config.web_url, body, context) == spec.version:
             return True
         time.sleep(0.1)
     return False

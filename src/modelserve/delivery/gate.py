@@ -37,10 +37,11 @@ from modelserve.delivery.refs import (
 )
 from modelserve.errors import UserError
 from modelserve.model import metrics
-from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, feature_names, read_manifest
+from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest, validate_manifest
 from modelserve.model.dataset import stored_dataset
 from modelserve.model.holdout import held_out
 from modelserve.model.plan import Plan
+from modelserve.model.spec import ModelSpec
 from modelserve.registry import Registry, RegistryError
 from modelserve.sandbox.confined import (
     check_bundle_confined,
@@ -208,12 +209,21 @@ def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
         earlier = registry.get(version)
     except RegistryError:  # no longer stored: the files are judged as a new model
         return None
-    live = registry.active_version()
-    theirs = feature_names(earlier.manifest)
-    if live and theirs != (expected := feature_names(registry.get(live).manifest)):
+    live = _live(registry)
+    if earlier.spec is None:  # damaged since it was stored: judge the files anew
+        return None
+    theirs = earlier.spec.feature_names
+    if live is not None and theirs != (expected := live[1].feature_names):
         raise Refused(f"refused: {version} takes {theirs}; production's input contract is "
                       f"{expected}")
     return version
+
+
+def _live(registry: Registry) -> tuple[Path, ModelSpec] | None:
+    """The live version's directory and spec; None when nothing (readable) is live."""
+    active = registry.active_version()
+    info = registry.get(active) if active else None
+    return (info.path, info.spec) if info is not None and info.spec is not None else None
 
 
 def _prune_stale(pending_root: Path) -> None:
@@ -306,24 +316,23 @@ def _check(bundle: Path) -> CheckResult:
 def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
              options: dict[str, str], say: Say) -> Verdict:
     """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
-    registry = Registry(settings.registry_dir)
-    active = registry.active_version()
-    live = registry.get(active) if active else None
-    manifest = read_manifest(bundle)  # checked in the sandbox, against its model file
-    if live is not None and feature_names(live.manifest) != feature_names(manifest):
-        raise Refused(f"refused: the model takes {feature_names(manifest)}; production's input "
-                      f"contract is {feature_names(live.manifest)}")
+    live = _live(Registry(settings.registry_dir))
+    spec = validate_manifest(read_manifest(bundle))  # checked in the sandbox, with its model
+    if live is not None and live[1].feature_names != spec.feature_names:
+        raise Refused(f"refused: the model takes {spec.feature_names}; production's input "
+                      f"contract is {live[1].feature_names}")
     # This server's own rows: the default held-out split of its stored dataset.
     rows = held_out(settings.data_dir, {})
     features, labels = rows.features, rows.labels
-    probabilities = _bundle_scores(bundle, manifest, features, "the pushed model")
+    probabilities = _bundle_scores(bundle, spec, features, "the pushed model")
     if not np.isfinite(probabilities).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
-    accuracy = metrics.accuracy(labels, probabilities >= _threshold(manifest))
+    accuracy = metrics.accuracy(labels, probabilities >= spec.threshold)
     live_accuracy = None
     if live is not None:
-        live_scores = _bundle_scores(live.path, live.manifest, features, "the live model")
-        live_accuracy = metrics.accuracy(labels, live_scores >= _threshold(live.manifest))
+        live_path, live_spec = live
+        live_scores = _bundle_scores(live_path, live_spec, features, "the live model")
+        live_accuracy = metrics.accuracy(labels, live_scores >= live_spec.threshold)
         worse = live_accuracy - accuracy
         if worse > config.tolerance:
             message = (f"accuracy {accuracy:.4f} on this server's {len(labels)} evaluation rows "
@@ -346,7 +355,7 @@ def _scores(bundle: Path, rows: np.ndarray, shown: str) -> np.ndarray:
         raise Refused(f"refused: {str(error).replace(str(bundle), shown)}") from None
 
 
-def _bundle_scores(bundle: Path, manifest: dict, rows: np.ndarray, shown: str) -> np.ndarray:
+def _bundle_scores(bundle: Path, spec: ModelSpec, rows: np.ndarray, shown: str) -> np.ndarray:
     """Score rows with the plan the sandbox derived (numpy on checked data, no model code).
 
     A model without a plan (a Functional one) is scored in the sandbox instead.
@@ -356,15 +365,10 @@ def _bundle_scores(bundle: Path, manifest: dict, rows: np.ndarray, shown: str) -
         plan = Plan.load(plan_path) if plan_path.is_file() else None
     except Exception:  # damaged bytes make zipfile/numpy raise many types: score it confined
         plan = None
-    if (plan is not None and plan.source_sha256 == manifest["files"][MODEL_FILE]["sha256"]
+    if (plan is not None and plan.source_sha256 == spec.files[MODEL_FILE]
             and plan.input_width == rows.shape[1]):
         return np.asarray(plan(np.asarray(rows, dtype=np.float32)), np.float32)[:, 0]
     return _scores(bundle, rows, shown)
-
-
-def _threshold(manifest: dict) -> float:
-    """The probability from which a model's answer is 1."""
-    return float(manifest["output"].get("threshold", 0.5))
 
 
 def _record(path: Path, commit: str, files_id: str | None, earlier: str | None,

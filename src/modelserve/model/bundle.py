@@ -11,13 +11,13 @@ import hashlib
 import json
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text, sha256_file
+from modelserve.model.spec import ModelSpec, SpecError, Task, read_spec
 
 FORMAT = "modelserve.bundle/1"
 MODEL_FILE = "model.keras"
@@ -25,13 +25,6 @@ MANIFEST_FILE = "manifest.json"
 VERSION_LENGTH = 12
 MAX_MANIFEST_BYTES = 1 << 20
 REQUIRED_KEYS = ("format", "version", "created_at", "input", "output", "metrics", "files")
-KEY_TYPES = {"format": str, "version": str, "created_at": str, "input": dict, "output": dict,
-             "metrics": dict, "files": dict}
-# Feature names end up in pages, forms, CSV headers, JSON keys and terminal messages: plain
-# identifiers only, so that no name can carry markup, a template or a control character.
-FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-SHA256 = re.compile(r"[0-9a-f]{64}")
-METRICS = ("accuracy", "roc_auc", "log_loss")  # the pages show these three
 SHOWN_CHARS = 40
 
 
@@ -93,73 +86,24 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> None:
-    """Check the manifest's shape: keys and their types, format, features, examples, files."""
+def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> ModelSpec:
+    """Check the manifest (keys, format, features, task, examples, metrics, files): its spec."""
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: must be a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{where}: missing {', '.join(missing)}")
-    for key, kind in KEY_TYPES.items():
-        if not isinstance(manifest[key], kind):
-            expected = "a string" if kind is str else "an object"
-            raise BundleError(f"{where}: {key} must be {expected}")
-    if manifest["format"] != FORMAT:
-        raise BundleError(f"{where}: format {_shown(manifest['format'])} is not {FORMAT!r}")
-    width = _validate_features(manifest["input"].get("features"), where)
-    _validate_examples(manifest["input"].get("examples", []), width, where)
-    _validate_metrics(manifest["metrics"], where)
-    files = manifest["files"]
-    if MODEL_FILE not in files:
+    try:
+        spec = read_spec(manifest, str(where))
+    except SpecError as error:
+        raise BundleError(str(error)) from None
+    if MODEL_FILE not in spec.files:
         raise BundleError(f"{where}: files must list {MODEL_FILE}")
-    for name, recorded in files.items():
-        if not isinstance(recorded, dict) or not SHA256.fullmatch(str(recorded.get("sha256"))):
-            raise BundleError(f"{where}: files.{_shown(name)} needs the file's sha256")
-
-
-def _validate_features(features: Any, where: Path | str) -> int:
-    """Check the input features: named by distinct plain identifiers; return how many."""
-    if not isinstance(features, list) or not features:
-        raise BundleError(f"{where}: input.features must be a non-empty list")
-    if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in features):
-        raise BundleError(f"{where}: every input feature needs a name")
-    names = [feature["name"] for feature in features]
-    for name in names:
-        if not FEATURE_NAME.fullmatch(name):
-            raise BundleError(f"{where}: feature name {_shown(name)} is not a plain name "
-                              "(letters, digits and _, at most 64, not starting with a digit)")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise BundleError(f"{where}: feature {', '.join(repeated[:3])} is named more than once")
-    return len(names)
-
-
-def _validate_examples(examples: Any, width: int, where: Path | str) -> None:
-    """Check the example rows: each `width` numbers and the probability the model gave."""
-    if not isinstance(examples, list):
-        raise BundleError(f"{where}: input.examples must be a list")
-    for index, example in enumerate(examples):
-        values = example.get("values") if isinstance(example, dict) else None
-        probability = example.get("probability") if isinstance(example, dict) else None
-        if not (isinstance(values, list) and len(values) == width
-                and all(_is_number(value) for value in values)
-                and _is_number(probability) and 0 <= probability <= 1):
-            raise BundleError(f"{where}: input.examples[{index}] must hold {width} numbers as "
-                              "values and a probability between 0 and 1")
-
-
-def _validate_metrics(metrics: dict, where: Path | str) -> None:
-    """Check the held-out metrics the pages show are numbers (ROC AUC may be undefined)."""
-    for name in METRICS:
-        value = metrics.get(name)
-        undefined_auc = name == "roc_auc" and name in metrics and value is None
-        if not (_is_number(value) or undefined_auc):
-            raise BundleError(f"{where}: metrics.{name} must be a number")
-
-
-def _is_number(value: Any) -> TypeGuard[float]:
-    """Tell whether a JSON value is a number (not a boolean)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    if spec.task is not Task.BINARY:
+        # The spec reads every task; answers, pages and the gate serve binary models so far.
+        raise BundleError(f"{where}: a {spec.task.value} model cannot be served yet; this "
+                          "version serves binary classifiers")
+    return spec
 
 
 def _shown(value: Any) -> str:
@@ -173,7 +117,7 @@ def feature_names(manifest: dict[str, Any]) -> list[str]:
     return [feature["name"] for feature in manifest["input"]["features"]]
 
 
-def verify_integrity(bundle: Path) -> dict[str, Any]:
+def verify_integrity(bundle: Path) -> ModelSpec:
     """Check every file against its recorded sha256 and the version against the content."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -185,7 +129,7 @@ def verify_integrity(bundle: Path) -> dict[str, Any]:
             f"{bundle}: manifest version {manifest['version']!r} does not match its content "
             f"({expected}); the manifest was edited after the bundle was written"
         )
-    return manifest
+    return validate_manifest(manifest, Path(bundle) / MANIFEST_FILE)
 
 
 def _verify_file(bundle: Path, name: str, recorded: Any) -> None:

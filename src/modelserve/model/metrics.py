@@ -1,4 +1,4 @@
-"""Held-out metrics of a binary classifier, in plain numpy."""
+"""Held-out metrics of each task (binary, multiclass, regression), in plain numpy."""
 
 from __future__ import annotations
 
@@ -74,4 +74,57 @@ def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0
         "confusion_matrix": confusion_matrix(labels, predicted),
         "rows": int(len(probabilities)),
         "threshold": threshold,
+    }
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    """Mean over classes of F1 (a class never predicted nor present scores 0, as sklearn)."""
+    y, p = np.asarray(labels), np.asarray(predicted)
+    scores = []
+    for k in range(classes):
+        true_positive = np.sum((y == k) & (p == k))
+        denominator = np.sum(y == k) + np.sum(p == k)
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean cross-entropy of the true class, probabilities clipped and renormalized."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPSILON, 1)
+    p /= p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(len(p)), np.asarray(labels)])))
+
+
+def multiclass_confusion(labels: np.ndarray, predicted: np.ndarray,
+                         classes: int) -> list[list[int]]:
+    """A k x k matrix of counts: row = the true class, column = the predicted one."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix.tolist()
+
+
+def regression_metrics(values: np.ndarray, predicted: np.ndarray) -> dict:
+    """RMSE, MAE and R² (None when the true values are constant: R² is undefined)."""
+    y = np.asarray(values, dtype=np.float64).ravel()
+    error = np.asarray(predicted, dtype=np.float64).ravel() - y
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "r2": None if total == 0 else 1 - float(np.sum(error**2)) / total,
+        "rows": int(len(y)),
+    }
+
+
+def evaluate_multiclass(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Every held-out metric of a k-class model, from its (rows, k) probabilities."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    classes = probabilities.shape[1]
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "accuracy": accuracy(labels, predicted),
+        "macro_f1": macro_f1(labels, predicted, classes),
+        "log_loss": multiclass_log_loss(labels, probabilities),
+        "confusion_matrix": multiclass_confusion(labels, predicted, classes),
+        "rows": int(len(probabilities)),
     }

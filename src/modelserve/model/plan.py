@@ -47,7 +47,8 @@ ACTIVATIONS = {
 
 @dataclass(frozen=True)
 class Step:
-    """One layer: `normalize` (x - shift) / scale, or `dense` activation(x @ kernel + bias)."""
+    """One layer: `normalize` (x - shift) / scale, `rescale` x * scale + offset (scalars), or
+    `dense` activation(x @ kernel + bias)."""
 
     kind: str
     arrays: tuple[np.ndarray, np.ndarray]
@@ -76,6 +77,8 @@ class Plan:
             first, second = step.arrays
             if step.kind == "normalize":
                 x = (x - first) / second
+            elif step.kind == "rescale":
+                x = x * first + second
             else:
                 x = x @ first
                 x += second
@@ -124,6 +127,9 @@ class Plan:
         return cls(steps, source)
 
 
+STEP_KINDS = ("normalize", "rescale", "dense")
+
+
 class PlanError(ValueError):
     """A plan file that is not one this platform writes."""
 
@@ -133,7 +139,7 @@ MAX_STEPS = 64
 
 def _step(spec: Any, first: np.ndarray, second: np.ndarray, path: Path) -> Step:
     """One step read from a file: a known kind and activation, float32 arrays."""
-    if not isinstance(spec, dict) or spec.get("kind") not in ("normalize", "dense"):
+    if not isinstance(spec, dict) or spec.get("kind") not in STEP_KINDS:
         raise PlanError(f"{path}: a step of an unknown kind")
     if spec.get("activation") not in ACTIVATIONS:
         raise PlanError(f"{path}: a step with an unknown activation")
@@ -151,6 +157,10 @@ def _check_chain(steps: tuple[Step, ...], path: Path) -> None:
             if first.ndim != 1 or first.shape != second.shape or not len(first):
                 raise PlanError(f"{path}: a normalize step needs two equal 1-D arrays")
             given = taken = first.shape[0]
+        elif step.kind == "rescale":
+            if first.shape != () or second.shape != () or width is None:
+                raise PlanError(f"{path}: a rescale step needs two scalars, after another step")
+            given = taken = width
         else:
             if first.ndim != 2 or second.shape != (first.shape[1],) or 0 in first.shape:
                 raise PlanError(f"{path}: a dense step needs a kernel and a matching bias")
@@ -180,6 +190,9 @@ def _compile_layer(layer: Any) -> Step | None:
         mean = np.asarray(layer.mean, dtype=np.float32).reshape(-1)
         stddev = np.sqrt(np.asarray(layer.variance, dtype=np.float32).reshape(-1))
         return Step("normalize", (mean, np.maximum(stddev, np.float32(KERAS_EPSILON))))
+    if kind == "Rescaling" and np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0:
+        scale, offset = (np.asarray(value, np.float32) for value in (layer.scale, layer.offset))
+        return Step("rescale", (scale, offset))
     if kind == "Dense" and not layer.lora_enabled:
         activation = getattr(layer.activation, "__name__", "")
         if activation not in ACTIVATIONS:

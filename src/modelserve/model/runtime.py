@@ -13,11 +13,13 @@ import numpy as np
 from modelserve.errors import UserError
 from modelserve.model.archive import ARCHIVE_LIMITS, ArchiveLimits, check_archive
 from modelserve.model.backend import import_keras, import_tensorflow
-from modelserve.model.bundle import MODEL_FILE, BundleError, feature_names, verify_integrity
+from modelserve.model.bundle import MODEL_FILE, BundleError, verify_integrity
 from modelserve.model.plan import Plan, compile_plan
+from modelserve.model.spec import ModelSpec
 
 PLAN_FILE = "plan.npz"
 PLAN_TOLERANCE = 1e-5
+PLAN_RTOL = 1e-6
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +66,18 @@ def keras_function(model: Any, n_features: int) -> Callable[[np.ndarray], np.nda
 def plan_matches(plan: Plan, model: Any, rows: np.ndarray) -> bool:
     """Check that a plan computes what Keras computes on the given rows."""
     expected = np.asarray(model(rows, training=False))
-    return bool(np.allclose(plan(rows), expected, atol=PLAN_TOLERANCE, rtol=0))
+    # rtol: a regression model answers in its target's units (300 is 1.5e-5 per float32 step).
+    return bool(np.allclose(plan(rows), expected, atol=PLAN_TOLERANCE, rtol=PLAN_RTOL))
 
 
 class ModelRuntime:
     """A loaded model version that scores batches of rows."""
 
-    def __init__(self, manifest: dict, predict: Callable[[np.ndarray], np.ndarray], kind: str):
-        self.manifest = manifest
-        self.version: str = manifest["version"]
-        self.features: list[str] = feature_names(manifest)
-        self.threshold = float(manifest["output"].get("threshold", 0.5))
+    def __init__(self, spec: ModelSpec, predict: Callable[[np.ndarray], np.ndarray], kind: str):
+        self.spec = spec
+        self.version = spec.version
+        self.features = spec.feature_names
+        self.threshold = spec.threshold
         self.kind = kind
         self._predict = predict
 
@@ -87,18 +90,18 @@ class ModelRuntime:
         this platform derived itself from the checked model.keras (a registry version).
         """
         bundle = Path(bundle)
-        manifest = verify_integrity(bundle)
-        model_sha = manifest["files"][MODEL_FILE]["sha256"]
-        plan = (_cached_plan(bundle / PLAN_FILE, model_sha, len(feature_names(manifest)))
-                if trust_cached_plan else None)
+        spec = verify_integrity(bundle)
+        model_sha = spec.files[MODEL_FILE]
+        plan = None
+        if trust_cached_plan:
+            plan = _cached_plan(bundle / PLAN_FILE, model_sha, spec.width)
         if plan is not None:
-            return cls(manifest, plan, "plan")
+            return cls(spec, plan, "plan")
         model = load_keras_model(bundle / MODEL_FILE)
-        examples = example_rows(manifest)
         plan = compile_plan(model, model_sha)
-        if plan is not None and plan_matches(plan, model, examples):
-            return cls(manifest, plan, "plan")
-        return cls(manifest, keras_function(model, len(feature_names(manifest))), "keras")
+        if plan is not None and plan_matches(plan, model, spec.example_rows()):
+            return cls(spec, plan, "plan")
+        return cls(spec, keras_function(model, spec.width), "keras")
 
     def score(self, rows: Any) -> Scores:
         """Score a batch of rows given as a (n, features) array-like of numbers."""
@@ -127,14 +130,6 @@ class ModelRuntime:
             name, value = self.features[column], batch[row, column]
             raise InputError(f"row {row + 1}, {name}: {value} is not a finite number")
         return batch
-
-
-def example_rows(manifest: dict) -> np.ndarray:
-    """Return the contract's example rows as float32."""
-    examples = manifest["input"].get("examples") or []
-    return np.asarray([example["values"] for example in examples], dtype=np.float32).reshape(
-        -1, len(feature_names(manifest))
-    )
 
 
 def _cached_plan(path: Path, model_sha: str, features: int) -> Plan | None:

@@ -13,6 +13,8 @@ from modelserve.model import contract
 from modelserve.model.backend import import_keras, import_tensorflow
 from modelserve.model.bundle import write_bundle
 from modelserve.model.dataset import FEATURES, Dataset, stratified_split
+from modelserve.model.spec import Task
+from modelserve.model.table import Table
 
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -101,3 +103,69 @@ def train_bundle(
     manifest = contract.evaluated_manifest(model, dataset, test_idx, split)
     manifest.update(training=asdict(config), source={"kind": "trained"})
     return write_bundle(out_dir, model, manifest)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The output layer and the loss that fit a task."""
+
+    units: int
+    activation: str
+    loss: str
+
+
+def head_for(table: Table) -> Head:
+    """Sigmoid + binary cross-entropy; softmax over k classes; linear + mean squared error."""
+    if table.task is Task.BINARY:
+        return Head(1, "sigmoid", "binary_crossentropy")
+    if table.task is Task.MULTICLASS:
+        return Head(len(table.classes), "softmax", "sparse_categorical_crossentropy")
+    return Head(1, "linear", "mean_squared_error")
+
+
+def build_table_model(config: TrainingConfig, table: Table, train_idx: np.ndarray) -> Any:
+    """The MLP for a table's task: normalization inside, the task's head, compiled.
+
+    A regression model ends in a Rescaling to the target's mean and spread, so that it starts
+    near the right scale and answers in the target's own units.
+    """
+    keras = import_keras()
+    head = head_for(table)
+    normalization = keras.layers.Normalization(name="normalize")
+    normalization.adapt(table.features[train_idx])
+    layers = [keras.Input((len(table.feature_names),), name="features"), normalization]
+    for index, units in enumerate(config.hidden_layers, start=1):
+        layers.append(
+            keras.layers.Dense(units, activation=config.activation, name=f"hidden_{index}"))
+    layers.append(keras.layers.Dense(head.units, activation=head.activation, name="output"))
+    if table.task is Task.REGRESSION:
+        target = table.target[train_idx]
+        spread = float(target.std()) or 1.0
+        layers.append(keras.layers.Rescaling(spread, float(target.mean()), name="target_scale"))
+    model = keras.Sequential(layers, name=f"{table.task.value}_mlp")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                  loss=head.loss)
+    return model
+
+
+def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified by class for classification; a seeded random split for regression."""
+    if table.task is not Task.REGRESSION:
+        return stratified_split(table.target, test_fraction, seed)
+    order = np.random.default_rng(seed).permutation(table.rows)
+    held = int(round(table.rows * test_fraction))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def fit_table(table: Table, config: TrainingConfig,
+              on_epoch: EpochCallback | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Train a table's model on a seeded split: the model and the split's indices."""
+    _seed_everything(config.seed)
+    train_idx, test_idx = split_table(table, config.test_fraction, config.seed)
+    model = build_table_model(config, table, train_idx)
+    target = table.target[train_idx]
+    model.fit(table.features[train_idx],
+              target.astype(np.float32) if table.task is Task.REGRESSION else target,
+              epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
+              callbacks=_epoch_callback(on_epoch))
+    return model, train_idx, test_idx

@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from modelserve.errors import UserError
 from modelserve.fsutil import fsync_dir
 from modelserve.model.bundle import MANIFEST_FILE, BundleError, read_manifest, verify_integrity
+from modelserve.model.spec import ModelSpec, SpecError, read_spec
 
 ACTIVE_LINK = "active"
 HISTORY_FILE = "history.jsonl"
@@ -67,6 +69,14 @@ class VersionInfo:
     path: Path
     manifest: dict[str, Any]
     active: bool
+
+    @cached_property  # a frozen dataclass's __dict__ still takes it: read once per info
+    def spec(self) -> ModelSpec | None:
+        """The version's model spec; None when its stored manifest is damaged."""
+        try:
+            return read_spec(self.manifest, str(self.path / MANIFEST_FILE))
+        except SpecError:
+            return None
 
 
 def check_with_runtime(staged: Path) -> None:
@@ -186,7 +196,7 @@ class Registry:
     def add(self, bundle: Path, *, source: str, reason: str = "") -> VersionInfo:
         """Check a bundle and store it as a new version; a version already stored is returned."""
         bundle = Path(bundle)
-        version = verify_integrity(bundle)["version"]  # cheap refusal before copying anything
+        version = verify_integrity(bundle).version  # cheap refusal before copying anything
         if (self._versions / version).is_dir():
             return self.get(version)
         with self._refused(f"cannot add {bundle}", lambda: self._add_outcome(version)):
@@ -319,7 +329,7 @@ class Registry:
             _check_listed_name(bundle, name)
             shutil.copyfile(bundle / name, staged / name)
         try:
-            version = verify_integrity(staged)["version"]  # what is stored is what must match
+            version = verify_integrity(staged).version  # what is stored is what must match
             self._checker(staged)
         except BundleError as error:
             # Name the user's bundle in the message, not our private staging directory.

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from modelserve import __version__
-from modelserve.model.bundle import feature_names
+from modelserve.model.spec import ModelSpec
 from modelserve.web import csrf, inference, metrics, openapi, service
 from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
 
@@ -64,13 +64,12 @@ def ready():
 @blueprint.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
     """Open Inference Protocol: the model's name, versions and tensors."""
-    manifest = _served_manifest(name, version)
-    n_features = len(feature_names(manifest))
+    spec = _served_spec(name, version)
     return jsonify(
         name=name,
-        versions=[manifest["version"]],
+        versions=[spec.version],
         platform="keras",
-        inputs=[{"name": "input", "datatype": "FP32", "shape": [-1, n_features]}],
+        inputs=[{"name": "input", "datatype": "FP32", "shape": [-1, spec.width]}],
         outputs=[{"name": out, "datatype": kind, "shape": [-1, 1]}
                  for out, kind in OUTPUTS.items()],
     )
@@ -80,7 +79,7 @@ def model_metadata(name: str, version: str | None = None):
 @blueprint.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     """Open Inference Protocol: the model can take inference requests now."""
-    _served_manifest(name, version)
+    _served_spec(name, version)
     is_ready = service().status()["ready"]
     return jsonify(name=name, ready=is_ready), 200 if is_ready else 503
 
@@ -89,9 +88,9 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
-    manifest = _served_manifest(name, version)
+    spec = _served_spec(name, version)
     app_service = service()
-    call = inference.parse_infer_request(_json_body(_transport()), feature_names(manifest),
+    call = inference.parse_infer_request(_json_body(_transport()), spec.feature_names,
                                          OUTPUTS, app_service.settings.max_request_rows)
     prediction = app_service.predict(call.rows)
     columns = {"probability": prediction.probabilities.tolist(),
@@ -107,9 +106,8 @@ def infer(name: str, version: str | None = None):
 def openapi_document():
     """The OpenAPI 3 description of this API."""
     app_service = service()
-    manifest = app_service.active_manifest()
-    features = feature_names(manifest) if manifest else None
-    version = manifest["version"] if manifest else None
+    spec = app_service.active_spec()
+    features, version = (spec.feature_names, spec.version) if spec else (None, None)
     return jsonify(openapi.document(app_service.settings, features, version))
 
 
@@ -130,19 +128,19 @@ def _transport() -> inference.Transport:
         cross_site=not csrf.from_this_origin())
 
 
-def _served_manifest(name: str, version: str | None) -> dict:
-    """The active model's manifest, if `name` (and `version`, if given) designate it."""
+def _served_spec(name: str, version: str | None) -> ModelSpec:
+    """The active model's spec, if `name` (and `version`, if given) designate it."""
     app_service = service()
     if name != app_service.settings.model_name:
         raise BadRequest(f"unknown model {name!r}; this server serves "
                          f"{app_service.settings.model_name!r}", 404)
-    manifest = app_service.active_manifest()
-    if manifest is None:
+    spec = app_service.active_spec()
+    if spec is None:
         raise BadRequest("no model version is active", 404)
-    if version is not None and version != manifest["version"]:
+    if version is not None and version != spec.version:
         raise BadRequest(f"version {version!r} is not the live version; only "
-                         f"{manifest['version']} is served", 404)
-    return manifest
+                         f"{spec.version} is served", 404)
+    return spec
 
 
 def _public(status: dict) -> dict:

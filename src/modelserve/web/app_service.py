@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from modelserve.config import Settings
-from modelserve.model.bundle import BundleError, feature_names, validate_manifest
+from modelserve.model.spec import ModelSpec
 from modelserve.registry import Registry
 from modelserve.web import metrics
 from modelserve.web.evaluation import AccuracyBook
@@ -27,7 +27,7 @@ class Service:
         self._predictor: InlinePredictor | QueuePredictor | None = None
         self._predictor_lock = threading.Lock()
         self.accuracy_book = AccuracyBook(settings)  # per version, computed once per process
-        self._manifest_cache: tuple[str | None, dict | None] = (None, None)
+        self._spec_cache: tuple[str | None, ModelSpec | None] = (None, None)
         self._problem_cache: tuple[object, str | None] = (None, None)
 
     @property
@@ -40,33 +40,36 @@ class Service:
                     self._predictor = kind(self.settings)
         return self._predictor
 
-    def active_manifest(self) -> dict | None:
-        """The active version's manifest, re-read only when the version changes."""
+    def active_spec(self) -> ModelSpec | None:
+        """The active version's spec, re-read only when the version changes."""
         version = self.registry.active_version()
-        cached_version, manifest = self._manifest_cache
+        cached_version, spec = self._spec_cache
         if version != cached_version:
-            manifest = self._usable_manifest(version) if version else None
-            self._manifest_cache = (version, manifest)
-        return manifest
+            spec = self._usable_spec(version) if version else None
+            self._spec_cache = (version, spec)
+        return spec
 
-    def _usable_manifest(self, version: str) -> dict | None:
-        """The version's manifest; if it is damaged, that of the version workers fall back to."""
+    def active_manifest(self) -> dict | None:
+        """The active spec's manifest document, for the page templates."""
+        spec = self.active_spec()
+        return dict(spec.document) if spec is not None else None
+
+    def _usable_spec(self, version: str) -> ModelSpec | None:
+        """The version's spec; if its manifest is damaged, that of the version workers fall
+        back to (active_problem() says so on the pages and in readiness)."""
         for candidate in (version, *self.registry.fallbacks(version)):
-            manifest = self.registry.get(candidate).manifest
-            try:
-                validate_manifest(manifest)
-            except BundleError:
-                continue  # active_problem() says so on the pages and in readiness
-            return manifest
+            spec = self.registry.get(candidate).spec
+            if spec is not None:
+                return spec
         return None
 
     def features(self) -> list[str]:
         """The active model's input features, in order."""
-        manifest = self.active_manifest()
-        if manifest is None:
+        spec = self.active_spec()
+        if spec is None:
             raise Unavailable(
                 "no model is active yet; activate one with `modelserve models activate`")
-        return feature_names(manifest)
+        return spec.feature_names
 
     def predict(self, rows: np.ndarray) -> Prediction:
         """Score rows within the request deadline."""
