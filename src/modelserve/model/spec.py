@@ -202,7 +202,7 @@ def _features(features: Any, where: str) -> tuple[Feature, ...]:
     found = []
     for index, item in enumerate(features):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise SpecError(f"{where}: input.features[{index}] needs a name")
+            raise SpecError(f"{where}: every input feature needs a name")
         name = item["name"]
         if not PLAIN_NAME.fullmatch(name):
             raise SpecError(f"{where}: feature name {_shown(name)} is not a plain name "
