@@ -200,7 +200,7 @@ def _features(features: Any, where: str) -> tuple[Feature, ...]:
     if not isinstance(features, list) or not features:
         raise SpecError(f"{where}: input.features must be a non-empty list")
     found = []
-    for index, item in enumerate(features):
+    for item in features:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise SpecError(f"{where}: every input feature needs a name")
         name = item["name"]
