@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from modelserve.config import Settings, load_settings
-from modelserve.model.bundle import feature_names
 from modelserve.model.check import check_bundle
 from modelserve.model.dataset import Dataset, import_dataset
 from modelserve.model.holdout import held_out
@@ -122,8 +121,9 @@ def test_the_pages_show_the_models_own_features(client, settings):
         assert page.status_code == 200, (path, page.data[:300])
         assert b"Traceback" not in page.data, path
     form = client.get("/").get_data(as_text=True)
-    manifest = Registry(settings.registry_dir).get(active_version(settings)).manifest
-    for name in feature_names(manifest):
+    spec = Registry(settings.registry_dir).get(active_version(settings)).spec
+    assert spec is not None
+    for name in spec.feature_names:
         assert f'<input name="{name}"' in form, name
 
 
@@ -133,9 +133,10 @@ def test_the_form_scores_one_patient_as_keras_does(client, settings, keras_model
     form = client.get("/").get_data(as_text=True)
     token = TOKEN_FIELD.search(form)
     assert token is not None, form[:500]
-    manifest = Registry(settings.registry_dir).get(active_version(settings)).manifest
+    spec = Registry(settings.registry_dir).get(active_version(settings)).spec
+    assert spec is not None
     row = dataset.features[0].tolist()
-    fields = dict(zip(feature_names(manifest), map(repr, row), strict=True))
+    fields = dict(zip(spec.feature_names, map(repr, row), strict=True))
     page = client.post("/", data={**fields, "csrf-token": token.group(1)})
     assert page.status_code == 200, page.data[:500]
     want = keras_probabilities(keras_model, [row])[0]

@@ -37,7 +37,7 @@ from modelserve.delivery.refs import (
 )
 from modelserve.errors import UserError
 from modelserve.model import metrics
-from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest, validate_manifest
+from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, read_bundle_spec
 from modelserve.model.dataset import stored_dataset
 from modelserve.model.holdout import held_out
 from modelserve.model.plan import Plan
@@ -317,7 +317,7 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
              options: dict[str, str], say: Say) -> Verdict:
     """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
     live = _live(Registry(settings.registry_dir))
-    spec = validate_manifest(read_manifest(bundle))  # checked in the sandbox, with its model
+    spec = read_bundle_spec(bundle)  # checked in the sandbox, with its model
     if live is not None and live[1].feature_names != spec.feature_names:
         raise Refused(f"refused: the model takes {spec.feature_names}; production's input "
                       f"contract is {live[1].feature_names}")

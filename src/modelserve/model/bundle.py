@@ -12,12 +12,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text, sha256_file
-from modelserve.model.spec import ModelSpec, SpecError, Task, read_spec
+from modelserve.model.spec import SHOWN_CHARS, ModelSpec, SpecError, Task, read_spec
 
 FORMAT = "modelserve.bundle/1"
 MODEL_FILE = "model.keras"
@@ -25,7 +26,6 @@ MANIFEST_FILE = "manifest.json"
 VERSION_LENGTH = 12
 MAX_MANIFEST_BYTES = 1 << 20
 REQUIRED_KEYS = ("format", "version", "created_at", "input", "output", "metrics", "files")
-SHOWN_CHARS = 40
 
 
 class BundleError(UserError):
@@ -37,14 +37,19 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def compute_version(manifest: dict[str, Any]) -> str:
+def compute_version(manifest: Mapping[str, Any]) -> str:
     """Return the content hash of a manifest (which itself holds every file's sha256)."""
     body = {key: value for key, value in manifest.items() if key != "version"}
     return hashlib.sha256(canonical_json(body)).hexdigest()[:VERSION_LENGTH]
 
 
 def read_manifest(bundle: Path) -> dict[str, Any]:
-    """Load and structurally validate a bundle's manifest."""
+    """Load and validate a bundle's manifest: the document itself."""
+    return dict(read_bundle_spec(bundle).document)
+
+
+def read_bundle_spec(bundle: Path) -> ModelSpec:
+    """Load a bundle's manifest and read it, validated, into its spec."""
     path = Path(bundle) / MANIFEST_FILE
     if not Path(bundle).is_dir():
         why = "it is a file" if Path(bundle).exists() else "it does not exist"
@@ -53,9 +58,7 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{bundle}: {MANIFEST_FILE} is a symbolic link; a bundle holds its files")
     if not path.is_file():
         raise BundleError(f"{bundle}: {MANIFEST_FILE} is missing")
-    manifest = read_json(path, MAX_MANIFEST_BYTES)
-    validate_manifest(manifest, path)
-    return manifest
+    return validate_manifest(read_json(path, MAX_MANIFEST_BYTES), path)
 
 
 def read_json(path: Path, max_bytes: int) -> Any:
@@ -106,21 +109,11 @@ def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> Model
     return spec
 
 
-def _shown(value: Any) -> str:
-    """Show a value from a manifest in a message: one line, cut short."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
-
-
-def feature_names(manifest: dict[str, Any]) -> list[str]:
-    """Return the input feature names in the order the model takes them."""
-    return [feature["name"] for feature in manifest["input"]["features"]]
-
-
 def verify_integrity(bundle: Path) -> ModelSpec:
     """Check every file against its recorded sha256 and the version against the content."""
     bundle = Path(bundle)
-    manifest = read_manifest(bundle)
+    spec = read_bundle_spec(bundle)
+    manifest = spec.document
     for name, recorded in manifest["files"].items():
         _verify_file(bundle, name, recorded)
     expected = compute_version(manifest)
@@ -129,7 +122,7 @@ def verify_integrity(bundle: Path) -> ModelSpec:
             f"{bundle}: manifest version {manifest['version']!r} does not match its content "
             f"({expected}); the manifest was edited after the bundle was written"
         )
-    return validate_manifest(manifest, Path(bundle) / MANIFEST_FILE)
+    return spec
 
 
 def _verify_file(bundle: Path, name: str, recorded: Any) -> None:
