@@ -1,9 +1,11 @@
 """Batch scoring benchmark: `modelserve predict` and the runtime against Keras, in one run.
 
-Usage: python bench/batch_scoring/run.py [--data DIR] [--repeats N]
+Usage: python bench/batch_scoring/run.py [--data DIR] [--repeats N] [--sizes 1,64,4096]
 
 Scores 1, 64, 4096 and 1,000,000 rows (resampled from the real dataset) with the production
-seed model, and writes a Markdown table and the raw figures to bench/results/.
+seed model (the compiled plan, and Keras's ways), and with a Functional model outside the plan
+(two branches, BatchNormalization, LayerNormalization) that workers run through the Keras
+runtime (one traced tf.function); writes a Markdown table and the raw figures to bench/results/.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from modelserve.model.backend import import_tensorflow
+from modelserve.model.backend import import_keras, import_tensorflow
 from modelserve.model.check import check_bundle
-from modelserve.model.dataset import load_dataset
+from modelserve.model.dataset import FEATURES, Dataset, load_dataset, table_from_dataset
+from modelserve.model.importing import import_model
 from modelserve.model.legacy import import_legacy
 from modelserve.model.runtime import ModelRuntime, load_keras_model
 
 SIZES = (1, 64, 4096, 1_000_000)
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
+KERAS_RUNTIME = ("runtime.score (Keras runtime: traced tf.function; Functional model "
+                 "outside the plan)")
 
 
 def best_seconds(call, repeats: int) -> float:
@@ -84,7 +89,32 @@ def machine() -> dict:
     }
 
 
-def measure(data_dir: Path, repeats: int, work: Path) -> list[dict]:
+def keras_runtime(dataset: Dataset, work: Path) -> ModelRuntime:
+    """A Functional model outside the plan, imported and checked as a bundle: the Keras runtime."""
+    keras = import_keras()
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((len(FEATURES),), name="features")
+    normalize = keras.layers.Normalization()
+    normalize.adapt(dataset.features)
+    x = normalize(inputs)
+    left = keras.layers.BatchNormalization()(keras.layers.Dense(12, activation="relu")(x))
+    right = keras.layers.LayerNormalization()(keras.layers.Dense(8, activation="tanh")(x))
+    joined = keras.layers.Concatenate()([left, right])
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(joined))
+    path = work / "branches.keras"
+    model.save(path)
+    bundle = work / "keras-bundle"
+    import_model(path, table_from_dataset(dataset), bundle, model_shown=str(path),
+                 data_shown="the dataset")
+    if check_bundle(bundle, plan_out=bundle / "plan.npz")["runtime"] != "keras":
+        raise SystemExit("the Functional model compiled to a plan; it must be outside it")
+    runtime = ModelRuntime.load(bundle)
+    assert runtime.kind == "keras"  # noqa: S101
+    return runtime
+
+
+def measure(data_dir: Path, repeats: int, work: Path,
+            sizes: tuple[int, ...] = SIZES) -> list[dict]:
     """Run every measurement and return one record per (size, method)."""
     dataset = load_dataset(data_dir / "pima-indians-diabetes.csv")
     seed = data_dir / "seed-model" / "production"
@@ -95,13 +125,16 @@ def measure(data_dir: Path, repeats: int, work: Path) -> list[dict]:
     model = load_keras_model(bundle / "model.keras")
     tf = import_tensorflow()
     traced = tf.function(lambda x: model(x, training=False))
+    outside = keras_runtime(dataset, work)
     rng = np.random.default_rng(0)
     records = []
-    for size in SIZES:
+    for size in sizes:
         rows = dataset.features[rng.integers(0, dataset.rows, size)]
         csv_path = work / f"rows-{size}.csv"
         write_csv(csv_path, rows)
         timings = time_methods(bundle, runtime, model, traced, rows, csv_path, repeats)
+        timings[KERAS_RUNTIME] = best_seconds(lambda batch=rows: outside.score(batch),
+                                              3 if size >= 100_000 else repeats)
         for method, seconds in timings.items():
             records.append(
                 {
@@ -147,7 +180,10 @@ def write_results(records: list[dict], info: dict) -> Path:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
         f"numpy {info['numpy']}, TensorFlow {info['tensorflow']}.",
-        "Model: the production seed model (8-12-8-1, sigmoid) imported as a bundle. "
+        "Model: the production seed model (8-12-8-1, sigmoid) imported as a bundle; the "
+        "Keras-runtime row: a Functional model outside the plan (Normalization, two branches "
+        "Dense 12 + BatchNormalization and Dense 8 + LayerNormalization, Concatenate, Dense 1 "
+        "sigmoid) imported with `model import`'s code and checked (runtime: keras). "
         "Median of repeated runs (three runs for 1,000,000 rows), after a warm-up.",
         "",
         "| rows | method | time | rows/s |",
@@ -172,9 +208,12 @@ def main() -> None:
     default_data = os.environ.get("MODELSERVE_TEST_DATA") or str(REPO.parent / "shared" / "data")
     parser.add_argument("--data", type=Path, default=Path(default_data))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="Row counts to score, comma-separated (a bounded run: fewer).")
     args = parser.parse_args()
+    sizes = tuple(int(size) for size in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="modelserve-bench-") as tmp:
-        records = measure(args.data, args.repeats, Path(tmp))
+        records = measure(args.data, args.repeats, Path(tmp), sizes)
     print(f"results written to {write_results(records, machine())}")
 
 

@@ -55,6 +55,7 @@ class Recorder:
     """score_csv's scorer: checks and keeps each block it is handed, then scores it."""
 
     features = NAMES
+    spec = RUNTIME.spec
 
     def __init__(self) -> None:
         self.blocks: list[np.ndarray] = []

@@ -79,3 +79,25 @@ def test_a_plan_that_is_not_well_formed_is_refused(tmp_path: Path, damage, expec
     damage(spec, arrays)
     with pytest.raises(PlanError, match=expected):
         Plan.load(_write(tmp_path / "plan.npz", spec, arrays))
+
+
+def test_plan_agreement_is_judged_relative_to_the_outputs_scale():
+    """Probabilities: 1e-5 absolute; a regression's values near 430: 1e-5 of 430 (float32)."""
+    from modelserve.model.runtime import plan_matches
+
+    rows = np.zeros((3, 2), np.float32)
+
+    def keras_like(values):
+        return lambda _rows, training=False: np.asarray(values, np.float32)
+
+    def plan(offset, values):
+        return lambda _rows: np.asarray(values, np.float32) + np.float32(offset)
+
+    probabilities = [[0.5], [0.25], [0.75]]
+    assert plan_matches(plan(5e-6, probabilities), keras_like(probabilities), rows)
+    assert not plan_matches(plan(5e-5, probabilities), keras_like(probabilities), rows)
+    values = [[430.0], [4.5], [150.0]]  # the small one carries the offset's rounding too
+    assert plan_matches(plan(6e-5, values), keras_like(values), rows)
+    assert not plan_matches(plan(1e-2, values), keras_like(values), rows)
+    assert not plan_matches(plan(0, [[np.nan], [1], [1]]), keras_like([[np.nan], [1], [1]]),
+                            rows)

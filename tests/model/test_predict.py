@@ -1,4 +1,4 @@
-"""`modelserve predict`: score a CSV file into probabilities, labels and the model version."""
+"""`modelserve predict`: score a CSV file into the task's answers and the model version."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import assert_user_error, run_cli
+from click.testing import CliRunner
+from tabular import write_table
 
+from modelserve.cli import main
 from modelserve.model.bundle import read_manifest
-from modelserve.model.dataset import FEATURES, Dataset
+from modelserve.model.dataset import FEATURES, Dataset, load_table
 from modelserve.model.runtime import ModelRuntime
 
 pytestmark = pytest.mark.slow
@@ -154,3 +157,39 @@ def test_uses_the_active_or_a_named_registered_version(
         run_cli("predict", source, "-o", tmp_path / "c.csv", "--model", "ffff0000", home=home),
         "ffff0000",
     )
+
+
+TASK_COLUMNS = {
+    "multiclass": ["p_setosa", "p_versicolor", "p_virginica", "label", "model_version"],
+    "regression": ["value", "model_version"],
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_COLUMNS))
+def test_writes_the_columns_of_the_models_task(home: Path, tmp_path: Path, task: str) -> None:
+    """A multiclass model: p_<class>... and the class name; a regression model: the value."""
+    path, label = write_table(tmp_path, task)
+    runner = CliRunner()
+    assert runner.invoke(main, ["data", "import", str(path), "--label", label]).exit_code == 0
+    bundle = tmp_path / "bundle"
+    trained = runner.invoke(main, ["train", "--epochs", "5", "--out", str(bundle),
+                                   "--no-register"])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(main, ["predict", str(path), "-o", str(tmp_path / "out.csv"),
+                                  "--model", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert f"({task}: {','.join(TASK_COLUMNS[task])})" in result.output
+    with open(tmp_path / "out.csv", newline="") as stream:
+        reader = csv.DictReader(stream)
+        records = list(reader)
+    assert reader.fieldnames == TASK_COLUMNS[task]
+    table = load_table(home / "data")
+    runtime = ModelRuntime.load(bundle)
+    want = runtime.score(table.features)
+    assert len(records) == len(table.features)
+    assert {r["model_version"] for r in records} == {runtime.version}
+    answers = [name for name in TASK_COLUMNS[task] if name not in ("label", "model_version")]
+    got = np.array([[float(r[name]) for name in answers] for r in records])
+    np.testing.assert_allclose(got, want.outputs, rtol=1e-6, atol=1e-6)
+    if task == "multiclass":
+        assert [r["label"] for r in records] == [table.classes[i] for i in want.labels]

@@ -95,14 +95,13 @@ def test_the_spec_keeps_the_document_it_was_read_from():
     assert np.array_equal(spec.example_rows()[0], np.float32([6, 148, 72, 35, 0, 33.6, 0.627, 50]))
 
 
-def test_a_bundle_of_another_task_is_refused_until_it_can_be_served():
-    """Format 2 reads every task, but a multiclass bundle is not served as if it were binary."""
-    from modelserve.model.bundle import BundleError, validate_manifest
+def test_a_bundle_of_every_task_is_a_valid_manifest():
+    """Format 2 bundles of each task pass the bundle's own checks, with their task."""
+    from modelserve.model.bundle import validate_manifest
 
     manifest = v2_manifest("multiclass", ["a", "b", "c"], [0.2, 0.3, 0.5],
                            {"accuracy": 1, "macro_f1": 1, "log_loss": 0})
-    with pytest.raises(BundleError, match="a multiclass model cannot be served yet"):
-        validate_manifest(manifest)
+    assert validate_manifest(manifest).output.width == 3
     binary = v2_manifest("binary", ["no", "yes"], [0.4], {"accuracy": 1, "roc_auc": None,
                                                           "log_loss": 0})
     assert validate_manifest(binary).threshold == 0.5

@@ -6,31 +6,13 @@ write CSVs: a header, the label in a column other than the last.
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 import pytest
 from sklearn import datasets
+from tabular import as_csv, iris_csv
 
 from modelserve.model.spec import Task
 from modelserve.model.table import TableError, infer_task, parse_table
-
-
-def as_csv(names: list[str], columns: list) -> str:
-    """CSV text with a header from equally long columns."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(names)
-    writer.writerows(zip(*columns, strict=True))
-    return out.getvalue()
-
-
-def iris_csv() -> str:
-    """Iris, its species by name, in the first column."""
-    iris = datasets.load_iris()
-    species = [iris.target_names[i] for i in iris.target]
-    return as_csv(["species", *iris.feature_names], [species, *iris.data.T])
 
 
 def test_iris_is_multiclass_with_its_species_names_and_plain_feature_names():

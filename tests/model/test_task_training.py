@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn import datasets
+from tabular import as_csv, iris_csv
 
-from model.test_table import as_csv, iris_csv
 from modelserve.model.metrics import evaluate_multiclass, regression_metrics
 from modelserve.model.plan import compile_plan
 from modelserve.model.runtime import plan_matches

@@ -55,11 +55,11 @@ def test_list_shows_version_created_metrics_source_and_the_active_marker(
     result = run(settings, "list")
     assert result.exit_code == 0, result.output
     header, *rows = result.output.splitlines()
-    assert header.split() == ["VERSION", "CREATED", "(UTC)", "ACCURACY", "ROC", "AUC", "SOURCE"] + [
-        "ACTIVE", "FILES"
-    ]
+    assert header.split() == ["VERSION", "CREATED", "(UTC)", "TASK", "METRIC", "SOURCE",
+                              "RUNTIME", "ACTIVE", "FILES"]
     assert [row.split()[0] for row in rows] == [v1, v2, v3]
-    assert rows[1].split() == [v2, "2026-01-01", "00:00", "0.702", "0.800", "test", "*", "ok"]
+    assert rows[1].split() == [v2, "2026-01-01", "00:00", "binary", "accuracy", "0.702", "test",
+                               "keras", "*", "ok"]  # this store's checker derives no plan
     assert rows[0].split()[-1] == rows[2].split()[-1] == "ok"  # no * on the others
 
 

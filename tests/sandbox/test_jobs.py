@@ -60,7 +60,7 @@ def test_conversion_in_the_sandbox_matches_the_one_in_process(converted, shared_
 
 def test_check_and_score_in_the_sandbox_match_in_process(converted, dataset, tmp_path,
                                                          reliability):
-    """The same report, a plan computing the same numbers, the same probabilities."""
+    """The same report, a plan computing the same numbers, the same outputs."""
     bundle = tmp_path / "bundle"
     shutil.copytree(converted, bundle)
     started = time.monotonic()
@@ -72,8 +72,9 @@ def test_check_and_score_in_the_sandbox_match_in_process(converted, dataset, tmp
     rows = dataset.features[:200]
     ours, theirs = Plan.load(bundle / "plan.npz"), Plan.load(tmp_path / "here.npz")
     assert np.array_equal(ours(rows), theirs(rows))
-    scores = score_confined(bundle, rows)
-    assert np.array_equal(scores, ModelRuntime.load(bundle).score(rows).probabilities)
+    outputs = score_confined(bundle, rows)
+    assert outputs.shape == (200, 1)
+    assert np.array_equal(outputs, ModelRuntime.load(bundle).score(rows).outputs)
     unconfined_seconds = _unconfined_check_seconds(converted)
     reliability.record(
         "Security", "cost of the sandbox per model check",
@@ -111,7 +112,24 @@ def test_score_refuses_rows_that_do_not_fit(converted):
     """The job's own validation comes back as one line."""
     with pytest.raises(BundleError, match="values each"):
         score_confined(converted, np.zeros((3, 5), np.float32))
-    assert score_confined(converted, np.zeros((0, 8), np.float32)).shape == (0,)
+    assert score_confined(converted, np.zeros((0, 8), np.float32)).shape == (0, 1)
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((2, 8), np.float32))
     assert buffer.getvalue()  # the rows travel as .npy, loaded without pickle inside
+
+
+def test_score_gives_every_output_of_a_multiclass_model(tmp_path):
+    """A k-class model: (rows, k) probabilities from the job, as the runtime computes them."""
+    from tabular import write_table
+
+    from modelserve.model.dataset import parse_table_file
+    from modelserve.model.training import TrainingConfig, train_table_bundle
+
+    path, label = write_table(tmp_path, "multiclass")
+    table = parse_table_file(path, label)
+    bundle = tmp_path / "iris"
+    train_table_bundle(table, TrainingConfig(epochs=2), bundle)
+    rows = table.features[:20].astype(np.float32)
+    outputs = score_confined(bundle, rows)
+    assert outputs.shape == (20, 3) and outputs.dtype == np.float32
+    assert np.allclose(outputs, ModelRuntime.load(bundle).score(rows).outputs, atol=1e-6)

@@ -122,13 +122,14 @@ def test_limits_only_shrink():
     assert limits.within(20).wall_seconds == 20 and limits.within(0).wall_seconds == 1.0
 
 
-def test_the_sudoers_rule_names_exactly_the_three_job_command_lines():
+def test_the_sudoers_rule_names_exactly_the_four_job_command_lines():
     """One account, our interpreter, the privileged module, the fixed job names; no wildcard."""
     text = sudoers_text("deploy", PYTHON)
     rule = [line for line in text.splitlines() if not line.startswith("#")]
     assert rule == [f"deploy ALL=(root) NOPASSWD: {PYTHON} -I -m modelserve.sandbox.privileged "
                     f"check, {PYTHON} -I -m modelserve.sandbox.privileged convert, {PYTHON} -I "
-                    "-m modelserve.sandbox.privileged score"]
+                    f"-m modelserve.sandbox.privileged score, {PYTHON} -I "
+                    "-m modelserve.sandbox.privileged import"]
     assert "*" not in text and sudoers_path("deploy") == "/etc/sudoers.d/modelserve-sandbox-deploy"
     for user in ("root ALL", "a,b", "x" * 40, "-rf", "Deploy"):
         assert not valid_user_name(user)

@@ -26,6 +26,10 @@ def test_predict_rows_as_lists_match_the_active_model(stack, dataset, versions, 
     np.testing.assert_allclose(body["probabilities"], want, atol=1e-6)
     assert body["labels"] == (want >= 0.5).astype(int).tolist()
     assert body["worker"].count(":") == 1  # host:pid of the worker that computed it
+    # A binary model keeps its fields; task and its two class names come along.
+    assert set(body) == {"model_version", "probabilities", "labels", "worker", "task", "classes"}
+    assert body["task"] == "binary"
+    assert body["classes"] == list(runtimes[production].spec.output.classes)
 
 
 def test_rows_as_objects_keyed_by_feature_name(stack, versions, runtimes):

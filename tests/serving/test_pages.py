@@ -7,14 +7,25 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 from playwright.sync_api import Browser, Page
 from sklearn.metrics import accuracy_score, confusion_matrix
+from tabular import write_table
+from tiers import needs
 
-from modelserve.model.dataset import stratified_split
+from modelserve.model.check import check_bundle
+from modelserve.model.dataset import import_table, stratified_split
+from modelserve.model.holdout import held_out
+from modelserve.model.spec import ModelSpec
+from modelserve.model.table import Table
+from modelserve.model.training import TrainingConfig, train_table_bundle
+from modelserve.registry import Registry
+from serving.stack_helpers import RunningStack, post_json, start_stack
 
 pytestmark = pytest.mark.slow  # the shared serving stack and Chromium
 
@@ -369,5 +380,213 @@ def test_security_headers_and_no_js_errors(page, js_errors, path):
     assert headers.get("x-content-type-options") == "nosniff"
     assert headers.get("x-frame-options") == "DENY"
     assert "default-src 'self'" in headers.get("content-security-policy", "")
+    page.wait_for_load_state("networkidle")
+    assert js_errors == []
+
+
+# ---- the pages adapt to the task: a multiclass and a regression model, one stack ----------------
+
+TASK_EPOCHS = {"multiclass": 40, "regression": 20}  # a real model, quickly; the pages are tested
+
+
+def check_here(staged: Path) -> None:
+    """The sandbox's check and plan, in this process: models we trained ourselves just now."""
+    check_bundle(staged, plan_out=staged / "plan.npz")
+
+
+class TaskStack:
+    """One stack that serves the iris (multiclass) or the diabetes (regression) model."""
+
+    def __init__(self, root: Path):
+        self.home = root / "home"
+        self.data_dir = self.home / "data"
+        self.tables = {task: write_table(root, task) for task in TASK_EPOCHS}
+        self.versions: dict[str, str] = {}
+        self._models: dict[str, object] = {}  # Keras' own models: the expected answers
+        # Trained and registered here, not by `modelserve train`: the sandbox check of each
+        # would take half a minute, and the CLI's training is tested on its own.
+        registry = Registry(self.home / "registry", checker=check_here)
+        for task in ("regression", "multiclass"):
+            table = self.store_data(task)
+            out = root / f"bundle-{task}"
+            train_table_bundle(table, TrainingConfig(epochs=TASK_EPOCHS[task]), out)
+            self.versions[task] = registry.add(out, source=f"test {task}").version
+        registry.activate(self.versions["multiclass"], source="test")  # its data is stored
+        self.serving = "multiclass"
+        self.running: RunningStack | None = None
+
+    def store_data(self, task: str) -> Table:
+        """Store the task's CSV as the server's data."""
+        path, label = self.tables[task]
+        return import_table(path, self.data_dir, label)
+
+    def serve(self, task: str) -> str:
+        """Store the task's data, activate its model, and wait until the workers answer with it."""
+        assert self.running is not None
+        version = self.versions[task]
+        if self.serving != task:
+            self.store_data(task)
+            assert run_cli("models", "activate", version, home=self.home).returncode == 0
+            self.serving = task
+        row = [0.0] * len(self.spec(task).feature_names)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answer = post_json(f"{self.running.url}/api/v1/predict", {"rows": [row]})
+            if answer.status == 200 and answer.json().get("model_version") == version:
+                return version
+            time.sleep(0.3)
+        raise AssertionError(f"the workers did not switch to {version}:\n{self.running.log()}")
+
+    def spec(self, task: str) -> ModelSpec:
+        """The spec of the task's version."""
+        spec = Registry(self.home / "registry").get(self.versions[task]).spec
+        assert spec is not None
+        return spec
+
+    def held(self, task: str):
+        """The task's held-out rows (its data must be the stored one)."""
+        spec = self.spec(task)
+        return held_out(self.data_dir, dict(spec.document), features=spec.feature_names)
+
+    def keras(self, task: str, rows) -> np.ndarray:
+        """What Keras computes with the task's model.keras: (n, output width)."""
+        if task not in self._models:
+            os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+            import keras
+
+            path = self.home / "registry" / "versions" / self.versions[task] / "model.keras"
+            self._models[task] = keras.saving.load_model(path, compile=False)
+        batch = np.asarray(rows, dtype=np.float32)
+        return np.asarray(self._models[task](batch, training=False))
+
+
+@pytest.fixture(scope="module")
+@needs("model training")
+def task_models(tmp_path_factory) -> TaskStack:
+    """A home with an iris and a diabetes model trained for a few epochs, iris live."""
+    return TaskStack(tmp_path_factory.mktemp("tasks"))
+
+
+@pytest.fixture(scope="module")
+@needs("the serving stack (RabbitMQ, Celery workers, gunicorn)")
+def task_stack(task_models: TaskStack):
+    """One stack over that home for both tests: a switch of model is an activation."""
+    running = start_stack(task_models.home, "--workers", "1")
+    try:
+        running.wait_ready(workers=1)
+        task_models.running = running
+        yield task_models
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def task_page(browser: Browser, js_errors: list[str], task_stack: TaskStack):
+    """A page on the task stack, with its JS errors recorded."""
+    assert task_stack.running is not None
+    context = browser.new_context(base_url=task_stack.running.url)
+    context.set_default_timeout(20_000)
+    new_page = context.new_page()
+    new_page.on("console", lambda msg: js_errors.append(f"{msg.text} {msg.location}")
+                if msg.type == "error" and not _favicon(msg.location) else None)
+    new_page.on("pageerror", lambda error: js_errors.append(str(error)))
+    yield new_page
+    context.close()
+
+
+def _favicon(location: dict) -> bool:
+    """Tell whether a console error is the browser's own request for /favicon.ico (we have none)."""
+    return str(location.get("url", "")).endswith("/favicon.ico")
+
+
+def submit_form(page: Page, row) -> None:
+    """Fill / with a row of the live model's features and submit it: HTTP 200."""
+    page.goto("/")
+    names = form_names(page)
+    assert len(names) == len(row)
+    for name, value in zip(names, row, strict=True):
+        page.fill(f"#predict-form input[name={name}]", repr(float(value)))
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("#predict-form button[type=submit]")
+    assert answer.value.status == 200, answer.value.text()[:500]
+
+
+def visit(page: Page, path: str) -> str:
+    """Load a page: HTTP 200 and no traceback; its text."""
+    answer = page.goto(path)
+    assert answer is not None and answer.status == 200, (path, answer and answer.status)
+    text = page.content()
+    assert_no_traceback(text)
+    return text
+
+
+def measured_cell(page: Page, version: str) -> str:
+    """The /accuracy page's measured value of a version."""
+    return page.locator(f"#versions tr[data-version='{version}'] td.measured").inner_text().strip()
+
+
+def test_multiclass_model_through_the_stack(task_page, task_stack, js_errors):
+    """Iris: the form names the species Keras gives; the confusion matrix; accuracy over time."""
+    page, version = task_page, task_stack.serve("multiclass")
+    spec, held = task_stack.spec("multiclass"), task_stack.held("multiclass")
+    classes = list(spec.output.classes)
+    row = held.features[1]
+    submit_form(page, row)
+    want = task_stack.keras("multiclass", [row])[0]
+    assert page.inner_text("#task").strip() == "multiclass"
+    assert form_names(page) == spec.feature_names
+    assert page.inner_text("#label").strip() == classes[int(want.argmax())]
+    shown = [float(c) for c in cells(page, "#class-probabilities td.probability")]
+    np.testing.assert_allclose(shown, want, atol=SHOWN_DECIMALS)
+    assert page.inner_text("#answer-version").strip() == version
+
+    visit(page, "/predictions")
+    predicted = task_stack.keras("multiclass", held.features).argmax(axis=1)
+    assert page.locator("#confusion tbody tr").count() == len(classes)
+    counts = [int(c) for c in cells(page, "#confusion tbody td")]
+    assert counts == confusion_matrix(held.labels, predicted, labels=range(3)).ravel().tolist()
+    assert page.inner_text("#accuracy").strip() == f"{accuracy_score(held.labels, predicted):.4f}"
+    assert cells(page, "#rows td.truth") == [classes[i] for i in held.labels]
+    assert page.locator("svg#roc").count() == 0 and page.locator("#confusion").is_visible()
+
+    visit(page, "/accuracy")
+    assert page.inner_text("#page-metric").strip() == "Accuracy of every model version"
+    assert float(measured_cell(page, version)) == pytest.approx(
+        accuracy_score(held.labels, predicted), abs=1e-4)
+    assert measured_cell(page, task_stack.versions["regression"]) == "-"  # iris data stored
+    assert page.locator("svg#timeline polyline").count() == 1
+    page.wait_for_load_state("networkidle")
+    assert js_errors == []
+
+
+def test_regression_model_through_the_stack(task_page, task_stack, js_errors):
+    """Diabetes: the form gives Keras' value; predicted against actual, residuals; RMSE."""
+    page, version = task_page, task_stack.serve("regression")
+    spec, held = task_stack.spec("regression"), task_stack.held("regression")
+    row = held.features[2]
+    submit_form(page, row)
+    want = float(task_stack.keras("regression", [row])[0, 0])
+    assert page.inner_text("#task").strip() == "regression"
+    assert form_names(page) == spec.feature_names
+    assert float(page.inner_text("#value")) == pytest.approx(want, rel=1e-5)
+    assert page.locator("#probability").count() == 0
+    assert page.inner_text("#answer-version").strip() == version
+
+    visit(page, "/predictions")
+    predicted = task_stack.keras("regression", held.features)[:, 0]
+    rmse = float(np.sqrt(np.mean((predicted - held.labels) ** 2)))
+    assert float(page.inner_text("#rmse")) == pytest.approx(rmse, abs=1e-3)
+    assert page.locator("svg#scatter circle").count() == len(held.labels)
+    assert page.locator("svg#scatter #identity").count() == 1
+    assert page.locator("svg#residuals rect").count() == 21
+    assert page.locator("svg#scatter").is_visible() and page.locator("svg#residuals").is_visible()
+    np.testing.assert_allclose([float(c) for c in cells(page, "#rows td.predicted")],
+                               predicted, rtol=1e-5)
+
+    visit(page, "/accuracy")
+    assert page.inner_text("#page-metric").strip() == "RMSE of every model version"
+    assert float(measured_cell(page, version)) == pytest.approx(rmse, abs=1e-3)
+    assert measured_cell(page, task_stack.versions["multiclass"]) == "-"  # diabetes data stored
+    assert page.get_attribute("svg#timeline", "aria-label") == "RMSE over time"
     page.wait_for_load_state("networkidle")
     assert js_errors == []

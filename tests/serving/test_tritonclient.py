@@ -91,6 +91,7 @@ def test_health_and_metadata_describe_the_served_model(client, dataset, versions
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32",
                                    "shape": [-1, dataset.features.shape[1]]}]
     assert {out["name"]: out["datatype"] for out in metadata["outputs"]} == OUTPUTS
+    assert [out["shape"] for out in metadata["outputs"]] == [[-1, 1], [-1, 1]]
     assert client.get_model_metadata(MODEL, production) == metadata
 
 

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelserve.model.answers import labels_for, tensor_data, tensors
+from modelserve.model.spec import Output, Task
 from modelserve.web.inference import (
     DATATYPES,
     FLOAT16_MAX,
@@ -21,14 +23,18 @@ from modelserve.web.inference import (
     InferRequest,
     Transport,
     check_transport,
+    datatypes,
     output_tensors,
     parse_infer_request,
     select_outputs,
+    tensor_metadata,
 )
 from modelserve.web.parsing import SHOWN_CHARS, BadRequest
 
 FEATURES = [f"x{i}" for i in range(8)]
 OUTPUTS = {"probability": "FP32", "label": "INT8"}
+BINARY = Output("output", Task.BINARY, ("0", "1"), 0.5)
+IRIS = Output("species", Task.MULTICLASS, ("setosa", "versicolor", "virginica"))
 ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 INT_ROW = [6, 100, 72, 35, 0, 33, 1, 50]  # fits every integer datatype
 MAX_ROWS = 100
@@ -212,10 +218,43 @@ def test_outputs_are_the_requested_ones_in_their_order():
                                             {"name": "probability",
                                              "parameters": {"binary_data": False}}]))
     assert call.outputs == ("label", "probability") and call.id == "r-1"
-    tensors = output_tensors(call, {"probability": [0.25], "label": [0]}, OUTPUTS)
-    assert tensors == [{"name": "label", "datatype": "INT8", "shape": [1, 1], "data": [0]},
-                       {"name": "probability", "datatype": "FP32", "shape": [1, 1],
-                        "data": [0.25]}]
+    found = output_tensors(call, {"probability": [0.25], "label": [0]}, tensors(BINARY))
+    assert found == [{"name": "label", "datatype": "INT8", "shape": [1, 1], "data": [0]},
+                     {"name": "probability", "datatype": "FP32", "shape": [1, 1],
+                      "data": [0.25]}]
+
+
+def test_output_tensors_have_each_tasks_width():
+    """Multiclass probabilities are [rows, k] (row-major data); labels and values [rows, 1]."""
+    outputs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)
+    labels = labels_for(IRIS, outputs)
+    offered = datatypes(tensors(IRIS))
+    assert offered == {"probabilities": "FP32", "label": "INT32"}
+    call = parse_infer_request(request(data=ROW * 2, shape=[2, 8]), FEATURES, offered, MAX_ROWS)
+    found = output_tensors(call, tensor_data(IRIS, outputs, labels), tensors(IRIS))
+    assert [(t["name"], t["datatype"], t["shape"]) for t in found] == [
+        ("probabilities", "FP32", [2, 3]), ("label", "INT32", [2, 1])]
+    np.testing.assert_allclose(found[0]["data"], outputs.ravel())
+    assert found[1]["data"] == [0, 2]
+    value = Output("output", Task.REGRESSION)
+    call = parse_infer_request(request(outputs=[{"name": "value"}]), FEATURES,
+                               datatypes(tensors(value)), MAX_ROWS)
+    assert output_tensors(call, {"value": [151.5]}, tensors(value)) == [
+        {"name": "value", "datatype": "FP32", "shape": [1, 1], "data": [151.5]}]
+    with pytest.raises(BadRequest, match="this model has 'value'"):
+        parse_infer_request(request(outputs=[{"name": "probability"}]), FEATURES,
+                            datatypes(tensors(value)), MAX_ROWS)
+
+
+def test_metadata_gives_each_output_its_width():
+    """/v2/models/{name} outputs: name, datatype and [-1, width] per task."""
+    assert tensor_metadata(tensors(BINARY)) == [
+        {"name": "probability", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "label", "datatype": "INT8", "shape": [-1, 1]}]
+    assert tensor_metadata(tensors(IRIS))[0] == {"name": "probabilities", "datatype": "FP32",
+                                                 "shape": [-1, 3]}
+    assert tensor_metadata(tensors(Output("output", Task.REGRESSION))) == [
+        {"name": "value", "datatype": "FP32", "shape": [-1, 1]}]
 
 
 @pytest.mark.parametrize(("outputs", "words"), [

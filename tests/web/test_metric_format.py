@@ -7,6 +7,7 @@ import math
 import pytest
 
 from modelserve.config import load_settings
+from modelserve.model.spec import METRIC_LABELS, Metrics, Task
 from modelserve.web import create_app, format_metric
 
 
@@ -22,7 +23,8 @@ def test_format_metric(value, shown):
 def test_metrics_table_with_an_undefined_roc_auc(tmp_path):
     """A model evaluated on one class only has roc_auc null: the table shows a dash."""
     app = create_app(load_settings({"MODELSERVE_HOME": str(tmp_path)}), inline=True)
-    manifest = {"metrics": {"accuracy": 0.75, "roc_auc": None, "log_loss": 0.5, "rows": 4}}
+    metrics = Metrics(Task.BINARY, 4, {"accuracy": 0.75, "roc_auc": None, "log_loss": 0.5})
     with app.test_request_context("/"):
-        html = app.jinja_env.get_template("metrics.html").render(manifest=manifest)
-    assert "<td>–</td>" in html and "0.7500" in html
+        html = app.jinja_env.get_template("metrics.html").render(metrics=metrics,
+                                                                 labels=METRIC_LABELS)
+    assert '<td id="metric-roc_auc">–</td>' in html and "0.7500" in html

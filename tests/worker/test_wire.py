@@ -29,6 +29,26 @@ def test_malformed_payloads_are_refused(text):
         wire.decode(text, wire.ROWS, 8)
 
 
+@pytest.mark.parametrize("width, labels", [(1, [0, 1, 1]), (3, [2, 0, 1]), (1, [])])
+def test_a_reply_of_every_task_survives_the_trip(width, labels):
+    """Outputs of any width and labels (none for regression) come back exactly, typed."""
+    outputs = np.random.default_rng(1).random((3, width)).astype(np.float32)
+    reply = wire.Reply("abc", outputs, np.asarray(labels, np.int8), worker="w:1")
+    back = wire.Reply.from_body(reply.to_body())
+    np.testing.assert_array_equal(back.outputs, outputs)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert (back.version, back.worker, back.error) == ("abc", "w:1", "")
+
+
+@pytest.mark.parametrize("body", [[], {"version": "v", "outputs": "AAAA", "width": 0},
+                                  {"version": "v", "outputs": "AAAAAAAAAAA=", "width": 2,
+                                   "labels": "AAAA"}])
+def test_a_reply_no_worker_would_send_is_refused(body):
+    """A non-object, a bad width, or labels that do not match the rows: ValueError."""
+    with pytest.raises(ValueError):
+        wire.Reply.from_body(body)
+
+
 @pytest.fixture
 def active(tmp_path: Path, legacy_bundle: Path) -> ActiveModel:
     """A registry with the seed model active."""
@@ -42,12 +62,12 @@ def active(tmp_path: Path, legacy_bundle: Path) -> ActiveModel:
 def test_a_worker_answers_a_bad_message_with_an_error_not_a_crash(active, dataset):
     """Wrong feature count or a corrupt payload: an error reply; a good batch: answers."""
     good = wire.encode(dataset.features[:3], wire.ROWS)
-    answer = score_batch(active, good, 8)
-    assert len(wire.decode(answer["probabilities"], wire.PROBABILITIES)) == 3
-    assert "takes 8 features" in score_batch(active, good, 7)["error"]
-    assert "error" in score_batch(active, "%%%", 8)
+    answer = wire.Reply.from_body(score_batch(active, good, 8).to_body())
+    assert answer.outputs.shape == (3, 1) and len(answer.labels) == 3 and not answer.error
+    assert "takes 8 features" in score_batch(active, good, 7).error
+    assert score_batch(active, "%%%", 8).error
     nan_row = wire.encode(np.full((1, 8), np.nan, np.float32), wire.ROWS)
-    assert "not a finite number" in score_batch(active, nan_row, 8)["error"]
+    assert "not a finite number" in score_batch(active, nan_row, 8).error
 
 
 class _BrokenModel:
@@ -60,5 +80,6 @@ class _BrokenModel:
 def test_an_unexpected_failure_is_an_error_reply_and_a_logged_traceback(caplog, dataset):
     """Not only refusals: any failure answers the callers at once (503), never at the deadline."""
     answer = score_batch(_BrokenModel(), wire.encode(dataset.features[:1], wire.ROWS), 8)
-    assert answer == {"error": "the worker failed to score this batch (its log has the details)"}
+    assert answer.error == "the worker failed to score this batch (its log has the details)"
+    assert wire.Reply.from_body(answer.to_body()).error == answer.error
     assert "zipfile exploded" in caplog.text and "Traceback" in caplog.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,17 @@ from typing import Any
 import click
 
 from modelserve.config import Settings
-from modelserve.model.dataset import Dataset, load_dataset, stored_dataset
+from modelserve.model.bundle import validate_manifest
+from modelserve.model.dataset import (
+    Dataset,
+    load_dataset,
+    load_table,
+    parse_table_file,
+    stored_dataset,
+)
 from modelserve.model.metrics import format_value
+from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, Task
+from modelserve.model.table import Table
 from modelserve.registry import Registry
 
 
@@ -54,6 +63,22 @@ def open_registry(settings: Settings) -> Registry:
 def training_data(settings: Settings, path: Path | None) -> Dataset:
     """Load the given dataset file, or the stored one."""
     return load_dataset(path if path is not None else stored_dataset(settings.data_dir))
+
+
+def training_table(settings: Settings, path: Path | None, label: str | None,
+                   task: Task | None) -> Dataset | Table:
+    """What to train on: the Pima file (given or stored) as a Dataset, or a header CSV (given
+    with --label, or stored by `data import --label`) as a Table."""
+    if label is not None:
+        if path is None:
+            raise click.UsageError("--label needs --data (a stored table knows its label)")
+        return parse_table_file(path, label, task)
+    if task is not None:
+        raise click.UsageError("--task needs --label")
+    if path is not None:
+        return load_dataset(path)
+    table = load_table(settings.data_dir)
+    return load_dataset(stored_dataset(settings.data_dir)) if not table.header else table
 
 
 @contextmanager
@@ -103,22 +128,22 @@ def say_recoveries(registry: Registry) -> None:
     registry.recoveries.clear()
 
 
-def format_metric(manifest: dict[str, Any], key: str, digits: int = 3) -> str:
-    """Format a held-out metric from the manifest, or '-' when it is not a number."""
-    metrics = manifest.get("metrics")
-    return format_value(metrics.get(key) if isinstance(metrics, dict) else None, digits)
+def describe_metrics(manifest: Mapping[str, Any]) -> str:
+    """Format a manifest's held-out metrics for a terminal, as its task has them."""
+    spec = validate_manifest(dict(manifest))
+    lines = [f"model {spec.version}  ({spec.task.value}, held-out rows: {spec.metrics.rows})"]
+    for name in TASK_METRICS[spec.task]:
+        lines.append(f"  {METRIC_LABELS[name]:<9} {format_value(spec.metrics.values[name], 4)}")
+    if spec.metrics.confusion:
+        lines.extend(confusion_lines(spec.output.classes, spec.metrics.confusion))
+    return "\n".join(lines)
 
 
-def describe_metrics(manifest: dict) -> str:
-    """Format a manifest's held-out metrics for a terminal."""
-    m = manifest["metrics"]
-    (tn, fp), (fn, tp) = m["confusion_matrix"]
-    return (
-        f"model {manifest['version']}  (held-out rows: {m['rows']})\n"
-        f"  accuracy  {format_metric(manifest, 'accuracy', 4)}\n"
-        f"  ROC AUC   {format_metric(manifest, 'roc_auc', 4)}\n"
-        f"  log loss  {format_metric(manifest, 'log_loss', 4)}\n"
-        f"  confusion matrix   predicted 0  predicted 1\n"
-        f"    actual 0         {tn:>11}  {fp:>11}\n"
-        f"    actual 1         {fn:>11}  {tp:>11}"
-    )
+def confusion_lines(classes: tuple[str, ...], matrix: tuple[tuple[int, ...], ...]) -> list[str]:
+    """A k x k confusion matrix as aligned terminal lines (truth by row)."""
+    width = max(11, *(len(name) + 2 for name in classes))
+    head = "".join(f"{name:>{width}}" for name in classes)
+    lines = ["  confusion matrix (rows: actual; columns: predicted)", f"    {'':<{width}}{head}"]
+    for name, row in zip(classes, matrix, strict=True):
+        lines.append(f"    {name:<{width}}" + "".join(f"{n:>{width}}" for n in row))
+    return lines

@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
-from modelserve.commands.common import format_metric, say_recoveries
+from modelserve.commands.common import say_recoveries
 from modelserve.config import Settings
 from modelserve.model.bundle import read_manifest
+from modelserve.model.metrics import format_value
+from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, ModelSpec
 from modelserve.registry import Registry, RegistryError, VersionInfo
 
 EMPTY_HINT = (
@@ -38,7 +40,8 @@ def list_command(settings: Settings) -> None:
         click.echo(EMPTY_HINT)
         return
     damage = {info.version: registry.damage(info.version) for info in infos}
-    header = ["VERSION", "CREATED (UTC)", "ACCURACY", "ROC AUC", "SOURCE", "ACTIVE", "FILES"]
+    header = ["VERSION", "CREATED (UTC)", "TASK", "METRIC", "SOURCE", "RUNTIME", "ACTIVE",
+              "FILES"]
     rows = [[*_version_row(info), "CORRUPT" if damage[info.version] else "ok"] for info in infos]
     click.echo(_table(header, rows))
     for info in infos:
@@ -65,7 +68,9 @@ def add_command(settings: Settings, bundle: Path, activate_now: bool, reason: st
     if known:
         click.echo(f"{info.version} is already registered; nothing added")
     else:
-        click.echo(f"added {info.version} ({_metrics_summary(info.manifest)})")
+        summary = _metrics_summary(info.spec) if info.spec else "its manifest is unreadable"
+        click.echo(f"added {info.version} ({info.spec.task.value + ': ' if info.spec else ''}"
+                   f"{summary})")
     if activate_now:
         _activate(registry, info.version, reason)
 
@@ -138,9 +143,10 @@ def _version_row(info: VersionInfo) -> list[str]:
     return [
         info.version,
         _when(info.manifest.get("created_at"), "%Y-%m-%d %H:%M"),
-        format_metric(info.manifest, "accuracy"),
-        format_metric(info.manifest, "roc_auc"),
+        info.spec.task.value if info.spec else "-",
+        _headline(info.spec),
         str(kind or "-"),
+        info.runtime,
         "*" if info.active else "",
     ]
 
@@ -158,10 +164,18 @@ def _event_row(event: dict[str, Any]) -> list[str]:
     ]
 
 
-def _metrics_summary(manifest: dict[str, Any]) -> str:
-    """Summarize the headline metrics in one phrase."""
-    accuracy, auc = format_metric(manifest, "accuracy"), format_metric(manifest, "roc_auc")
-    return f"accuracy {accuracy}, ROC AUC {auc}"
+def _headline(spec: ModelSpec | None) -> str:
+    """The task's headline metric on the held-out rows, e.g. `accuracy 0.740` or `RMSE 56.9`."""
+    if spec is None:
+        return "-"
+    name, value = spec.metrics.headline
+    return f"{METRIC_LABELS[name]} {format_value(value, 3)}"
+
+
+def _metrics_summary(spec: ModelSpec) -> str:
+    """Summarize the task's held-out metrics in one phrase."""
+    return ", ".join(f"{METRIC_LABELS[name]} {format_value(spec.metrics.values[name], 3)}"
+                     for name in TASK_METRICS[spec.task])
 
 
 def _when(text: Any, fmt: str) -> str:

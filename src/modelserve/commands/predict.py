@@ -13,7 +13,7 @@ import click
 from modelserve.commands.common import open_registry
 from modelserve.config import Settings
 from modelserve.errors import UserError
-from modelserve.model.csvfile import score_csv
+from modelserve.model.csvfile import output_columns, score_csv
 from modelserve.model.runtime import ModelRuntime
 
 SAMPLE_BYTES = 1 << 16
@@ -41,6 +41,13 @@ def estimate_rows(path: Path) -> int:
     return max(1, int(size * lines / max(len(sample), 1)))
 
 
+def shown_columns(columns: tuple[str, ...], most: int = 6) -> str:
+    """The written columns for the closing line (a model of many classes: the first and last)."""
+    if len(columns) <= most:
+        return ",".join(columns)
+    return ",".join((*columns[:2], "...", *columns[-2:]))
+
+
 @click.command()
 @click.argument(
     "in_path", metavar="IN.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -51,12 +58,13 @@ def estimate_rows(path: Path) -> int:
     "out_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write probability,label,model_version rows.",
+    help="Where to write the answers: probability,label (binary), p_<class>...,label "
+    "(multiclass) or value (regression), then model_version.",
 )
 @click.option("--model", help="Version (or unique prefix) or bundle directory; default: active.")
 @click.pass_obj
 def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None) -> None:
-    """Score every row of IN.csv (8 feature columns, header optional) into OUTPUT."""
+    """Score every row of IN.csv (the model's feature columns, header optional) into OUTPUT."""
     started = time.perf_counter()
     bundle = resolve_model(settings, model)
     # A bundle directory someone handed over may carry any plan.npz: only a registry
@@ -75,8 +83,10 @@ def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None
     finally:
         Path(tmp).unlink(missing_ok=True)
     elapsed = time.perf_counter() - started
+    columns = shown_columns(output_columns(runtime.spec.output))
     click.echo(
-        f"scored {rows} rows with model {runtime.version} in {elapsed:.2f} s "
+        f"scored {rows} rows with model {runtime.version} ({runtime.spec.task.value}: "
+        f"{columns}) in {elapsed:.2f} s "
         f"({rows / elapsed:,.0f} rows/s) -> {out_path}",
         err=True,
     )

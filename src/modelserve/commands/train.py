@@ -12,10 +12,17 @@ from modelserve.commands.common import (
     describe_metrics,
     keep_bundle,
     keep_options,
-    training_data,
+    training_table,
 )
 from modelserve.config import Settings
-from modelserve.model.training import HIDDEN_ACTIVATIONS, TrainingConfig, train_bundle
+from modelserve.model.dataset import Dataset
+from modelserve.model.spec import Task
+from modelserve.model.training import (
+    HIDDEN_ACTIVATIONS,
+    TrainingConfig,
+    train_bundle,
+    train_table_bundle,
+)
 
 DEFAULTS = TrainingConfig()
 
@@ -69,6 +76,9 @@ def _parse_layers(ctx: click.Context, param: click.Parameter, value: str) -> tup
     show_default=True,
     help="Share of rows held out.",
 )
+@click.option("--label", help="With --data: the label column of a CSV with a header row.")
+@click.option("--task", type=click.Choice([task.value for task in Task]),
+              help="With --label: what the label is (default: inferred from its values).")
 @keep_options("trained")
 @click.pass_obj
 def train(
@@ -79,10 +89,17 @@ def train(
     register: bool | None,
     activate: bool,
     reason: str,
+    label: str | None,
+    task: str | None,
     **options,
 ) -> None:
-    """Train the MLP on a seeded stratified split and report held-out metrics."""
-    dataset = training_data(settings, data_path)
+    """Train an MLP for the data's task on a seeded split and report held-out metrics.
+
+    The stored data (or --data) decides the task: the Pima file trains the reference binary
+    MLP; a CSV with a header (`data import FILE --label COLUMN`) trains a binary, multiclass
+    or regression model with the task's head and loss.
+    """
+    data = training_table(settings, data_path, label, Task(task) if task else None)
     config = TrainingConfig(hidden_layers=layers, **options)
     with (
         bundle_destination(out) as bundle,
@@ -93,8 +110,10 @@ def train(
             file=sys.stderr,  # click.get_text_stream is deprecated (gone in Click 9)
         ) as bar,
     ):
-        manifest = train_bundle(
-            dataset, config, bundle, on_epoch=lambda _epoch, _logs: bar.update(1)
-        )
+        progress = lambda _epoch, _logs: bar.update(1)  # noqa: E731
+        if isinstance(data, Dataset):  # the Pima file: the reference model, format 1
+            manifest = train_bundle(data, config, bundle, on_epoch=progress)
+        else:
+            manifest = train_table_bundle(data, config, bundle, on_epoch=progress)
         click.echo(describe_metrics(manifest))
         keep_bundle(settings, bundle, out, register, activate, source="train", reason=reason)

@@ -25,6 +25,13 @@ import numpy as np
 from modelserve.config import Settings
 from modelserve.delivery import pushed
 from modelserve.delivery.access import PUSHER_ENV
+from modelserve.delivery.comparison import (
+    Comparison,
+    compare,
+    contract_refusal,
+    data_refusal,
+    task_metrics,
+)
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
 from modelserve.delivery.known import version_deployed_from
 from modelserve.delivery.refs import (
@@ -39,9 +46,9 @@ from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, read_bundle_spec
 from modelserve.model.dataset import stored_dataset
-from modelserve.model.holdout import held_out
+from modelserve.model.holdout import HeldOut, held_out
 from modelserve.model.plan import Plan
-from modelserve.model.spec import ModelSpec
+from modelserve.model.spec import Metrics, ModelSpec
 from modelserve.registry import Registry, RegistryError
 from modelserve.sandbox.confined import (
     check_bundle_confined,
@@ -74,13 +81,20 @@ class Update:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A candidate that passed: its scores beside the live model's, or the version it restores."""
+    """A candidate that passed: its task's metric beside the live model's, or what it restores."""
 
-    accuracy: float | None
-    live_accuracy: float | None
-    rows: int
+    judged: Comparison | None = None  # None for a revert (not scored again)
     earlier_version: str | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Live:
+    """The version production serves: where the registry keeps it, and its spec."""
+
+    version: str
+    path: Path
+    spec: ModelSpec
 
 
 def read_updates(text: str) -> list[Update]:
@@ -155,16 +169,10 @@ def _folder_files(commit: str, config: DeliveryConfig) -> list[TreeEntry]:
 
 def _acceptance(commit: str, verdict: Verdict) -> str:
     """The `remote:` line of a candidate that passed."""
-    if verdict.earlier_version:
+    if verdict.earlier_version or verdict.judged is None:
         return (f"accepted {commit[:12]}: a revert to the model files of {verdict.earlier_version}"
                 ", live before; it goes back into service as it was")
-    return (f"accepted {commit[:12]} in {verdict.seconds:.1f} s: accuracy {verdict.accuracy:.4f} "
-            f"on this server's {verdict.rows} evaluation rows" + _beside(verdict.live_accuracy))
-
-
-def _beside(live_accuracy: float | None) -> str:
-    """The live model's figure, for comparison."""
-    return "" if live_accuracy is None else f" (live model: {live_accuracy:.4f})"
+    return f"accepted {commit[:12]} in {verdict.seconds:.1f} s: {verdict.judged.summary()}"
 
 
 def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict[str, str],
@@ -178,9 +186,9 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
     try:
         earlier = _deployed_before(settings, files_id)
         if earlier:
-            verdict = Verdict(None, None, 0, earlier_version=earlier)
+            verdict = Verdict(earlier_version=earlier)
         else:
-            verdict = _judge_new_model(settings, config, commit, scratch, options, say)
+            verdict = Verdict(_judge_new_model(settings, config, commit, scratch, options, say))
         _record(scratch / NOTE_FILE, commit, files_id, earlier, options, started)
         shutil.rmtree(pending, ignore_errors=True)
         scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
@@ -190,13 +198,13 @@ def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict
 
 
 def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, scratch: Path,
-                     options: dict[str, str], say: Say) -> Verdict:
+                     options: dict[str, str], say: Say) -> Comparison:
     """Extract, convert, check and score a model never deployed here; leave its bundle."""
     tree = _materialize(commit, config, scratch / "tree")
     bundle = _checked_candidate(settings, tree, scratch / "bundle")
-    verdict = _compare(settings, config, bundle, options, say)
+    judged = _compare(settings, config, bundle, options, say)
     shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
-    return verdict
+    return judged
 
 
 def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
@@ -212,18 +220,18 @@ def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
     live = _live(registry)
     if earlier.spec is None:  # damaged since it was stored: judge the files anew
         return None
-    theirs = earlier.spec.feature_names
-    if live is not None and theirs != (expected := live[1].feature_names):
-        raise Refused(f"refused: {version} takes {theirs}; production's input contract is "
-                      f"{expected}")
+    if live is not None and (refusal := contract_refusal(earlier.spec, live.spec, version)):
+        raise Refused(refusal)
     return version
 
 
-def _live(registry: Registry) -> tuple[Path, ModelSpec] | None:
-    """The live version's directory and spec; None when nothing (readable) is live."""
+def _live(registry: Registry) -> Live | None:
+    """The live version; None when nothing (readable) is live."""
     active = registry.active_version()
     info = registry.get(active) if active else None
-    return (info.path, info.spec) if info is not None and info.spec is not None else None
+    if info is None or info.spec is None:
+        return None
+    return Live(info.version, info.path, info.spec)
 
 
 def _prune_stale(pending_root: Path) -> None:
@@ -314,39 +322,70 @@ def _check(bundle: Path) -> CheckResult:
 
 
 def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
-             options: dict[str, str], say: Say) -> Verdict:
-    """Refuse a contract mismatch, non-finite outputs, or a worse model (unless forced)."""
+             options: dict[str, str], say: Say) -> Comparison:
+    """Refuse a model unfit for production or its data, non-finite outputs, or a worse model.
+
+    `-o force-deploy` lets a worse model through, never an unfit one.
+    """
     live = _live(Registry(settings.registry_dir))
     spec = read_bundle_spec(bundle)  # checked in the sandbox, with its model
-    if live is not None and live[1].feature_names != spec.feature_names:
-        raise Refused(f"refused: the model takes {spec.feature_names}; production's input "
-                      f"contract is {live[1].feature_names}")
-    # This server's own rows: the default held-out split of its stored dataset.
-    rows = held_out(settings.data_dir, {})
-    features, labels = rows.features, rows.labels
-    probabilities = _bundle_scores(bundle, spec, features, "the pushed model")
-    if not np.isfinite(probabilities).all():
+    if live is not None and (refusal := contract_refusal(spec, live.spec)):
+        raise Refused(refusal)
+    rows = _evaluation_rows(settings, spec)
+    outputs = _bundle_scores(bundle, spec, rows.features, "the pushed model")
+    if not np.isfinite(outputs).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
-    accuracy = metrics.accuracy(labels, probabilities >= spec.threshold)
-    live_accuracy = None
-    if live is not None:
-        live_path, live_spec = live
-        live_scores = _bundle_scores(live_path, live_spec, features, "the live model")
-        live_accuracy = metrics.accuracy(labels, live_scores >= live_spec.threshold)
-        worse = live_accuracy - accuracy
-        if worse > config.tolerance:
-            message = (f"accuracy {accuracy:.4f} on this server's {len(labels)} evaluation rows "
-                       f"is {worse:.4f} below the live model's {live_accuracy:.4f} "
-                       f"(tolerance {config.tolerance})")
-            if "force-deploy" not in options:
-                raise Refused(f"refused: {message}; override with "
-                              "`git push -o force-deploy -o reason=...`")
-            say(f"forced despite: {message}")
-    return Verdict(accuracy, live_accuracy, len(labels))
+    live_metrics = None
+    if live is not None:  # same task, features and classes: it is judged on the same rows
+        live_outputs = _bundle_scores(live.path, live.spec, rows.features, "the live model")
+        live_metrics = _metrics(live.spec, rows, live_outputs)
+    judged = compare(_metrics(spec, rows, outputs), live_metrics, config.tolerance)
+    if judged.refusal:
+        if "force-deploy" not in options:
+            raise Refused(f"refused: {judged.refusal}; override with "
+                          "`git push -o force-deploy -o reason=...`")
+        say(f"forced despite: {judged.refusal}")
+    return judged
+
+
+def _evaluation_rows(settings: Settings, spec: ModelSpec) -> HeldOut:
+    """This server's own rows: the default held-out split of its stored data, for both models.
+
+    The default split ({}), not a model's recorded one: the pusher never chooses the rows
+    its model is judged on (a candidate's manifest is its author's word); every push is
+    judged on the same rows whatever is live, so the `accepted` lines compare from push to
+    push; and it is the split `modelserve train` and the imports hold out by default, so a
+    live model trained here with the defaults has not seen these rows either.
+    """
+    try:
+        rows = held_out(settings.data_dir, {}, features=spec.feature_names)
+    except UserError as error:  # other columns, or no readable stored data
+        raise Refused(_task_unfit(settings, spec) or f"refused: {error}") from None
+    if refusal := data_refusal(spec, rows.task, rows.classes):
+        raise Refused(refusal)
+    return rows
+
+
+def _task_unfit(settings: Settings, spec: ModelSpec) -> str:
+    """Why the stored data's task does not fit the model ("" if it does or cannot be read).
+
+    Asked only when the columns differ too: the task is the clearer reason.
+    """
+    try:
+        rows = held_out(settings.data_dir, {})
+    except UserError:
+        return ""
+    return data_refusal(spec, rows.task, rows.classes) if rows.task is not spec.task else ""
+
+
+def _metrics(spec: ModelSpec, rows: HeldOut, outputs: np.ndarray) -> Metrics:
+    """A model's metrics of its task on the evaluation rows, from its outputs."""
+    evaluated = metrics.evaluate_task(spec.task, rows.labels, outputs, spec.threshold)
+    return task_metrics(spec.task, evaluated)
 
 
 def _scores(bundle: Path, rows: np.ndarray, shown: str) -> np.ndarray:
-    """Score rows with a bundle in the sandbox."""
+    """Score rows with a bundle in the sandbox: its outputs, (rows, width)."""
     try:
         return score_confined(bundle, rows)
     except SandboxUnavailable:
@@ -356,7 +395,7 @@ def _scores(bundle: Path, rows: np.ndarray, shown: str) -> np.ndarray:
 
 
 def _bundle_scores(bundle: Path, spec: ModelSpec, rows: np.ndarray, shown: str) -> np.ndarray:
-    """Score rows with the plan the sandbox derived (numpy on checked data, no model code).
+    """The model's outputs (rows, width) by the plan the sandbox derived (numpy, no model code).
 
     A model without a plan (a Functional one) is scored in the sandbox instead.
     """
@@ -367,7 +406,9 @@ def _bundle_scores(bundle: Path, spec: ModelSpec, rows: np.ndarray, shown: str) 
         plan = None
     if (plan is not None and plan.source_sha256 == spec.files[MODEL_FILE]
             and plan.input_width == rows.shape[1]):
-        return np.asarray(plan(np.asarray(rows, dtype=np.float32)), np.float32)[:, 0]
+        outputs = np.asarray(plan(np.asarray(rows, dtype=np.float32)), np.float32)
+        if outputs.shape == (len(rows), spec.output.width):
+            return outputs
     return _scores(bundle, rows, shown)
 
 

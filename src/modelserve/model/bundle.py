@@ -18,7 +18,7 @@ from typing import Any
 
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_text, sha256_file
-from modelserve.model.spec import SHOWN_CHARS, ModelSpec, SpecError, Task, read_spec
+from modelserve.model.spec import SHOWN_CHARS, ModelSpec, SpecError, read_spec
 
 FORMAT = "modelserve.bundle/1"
 MODEL_FILE = "model.keras"
@@ -102,10 +102,6 @@ def validate_manifest(manifest: Any, where: Path | str = MANIFEST_FILE) -> Model
         raise BundleError(str(error)) from None
     if MODEL_FILE not in spec.files:
         raise BundleError(f"{where}: files must list {MODEL_FILE}")
-    if spec.task is not Task.BINARY:
-        # The spec reads every task; answers, pages and the gate serve binary models so far.
-        raise BundleError(f"{where}: a {spec.task.value} model cannot be served yet; this "
-                          "version serves binary classifiers")
     return spec
 
 
@@ -144,7 +140,7 @@ def write_bundle(out_dir: Path, model: Any, manifest: dict[str, Any]) -> dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     _save_model_atomically(model, model_path)
-    manifest = dict(manifest, format=FORMAT)
+    manifest = dict(manifest, format=manifest.get("format", FORMAT))
     manifest["files"] = {
         MODEL_FILE: {"sha256": sha256_file(model_path), "bytes": model_path.stat().st_size}
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from modelserve.model.dataset import FEATURES, LABEL, Dataset
-from modelserve.model.metrics import evaluate
+from modelserve.model.metrics import evaluate, evaluate_task
+from modelserve.model.spec import FORMAT_V2, Task
+from modelserve.model.table import Table
 
 EXAMPLE_COUNT = 8
 THRESHOLD = 0.5
@@ -99,3 +102,60 @@ def split_record(seed: int, test_fraction: float, train_rows: int, test_rows: in
         "train_rows": train_rows,
         "test_rows": test_rows,
     }
+
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def table_manifest(predict: Predict, table: Table, test_idx: np.ndarray, split: dict) -> dict:
+    """The format-2 manifest sections of a model of any task, from its held-out outputs."""
+    outputs = np.asarray(predict(table.features[test_idx]), dtype=np.float32)
+    examples = pick_table_examples(test_idx, table)
+    example_outputs = np.asarray(predict(table.features[examples]), dtype=np.float32)
+    low, high = table.features.min(axis=0), table.features.max(axis=0)
+    features = [{"name": name, "dtype": "float32", "min": float(low[i]), "max": float(high[i])}
+                for i, name in enumerate(table.feature_names)]
+    output: dict[str, Any] = {"name": table.label, "classes": list(table.classes),
+                              "shape": [None, outputs.shape[1]], "meaning": _meaning(table)}
+    if table.task is Task.BINARY:
+        output["threshold"] = THRESHOLD
+    data = {"sha256": table.sha256, "rows": table.rows, "label": table.label,
+            "features": list(table.feature_names), "split": split}
+    return {
+        "format": FORMAT_V2,
+        "task": table.task.value,
+        "created_at": now(),
+        "input": {"features": features, "shape": [None, len(features)], "examples": [
+            {"values": [float(v) for v in table.features[i]], "outputs": [float(v) for v in out]}
+            for i, out in zip(examples, example_outputs, strict=True)]},
+        "output": output,
+        "metrics": evaluate_task(table.task, table.target[test_idx], outputs, THRESHOLD),
+        "data": data,
+        "libraries": libraries(),
+    }
+
+
+def _meaning(table: Table) -> str:
+    """What the output says, in words."""
+    if table.task is Task.BINARY:
+        return f"probability that {table.label} is {table.classes[1]}"
+    if table.task is Task.MULTICLASS:
+        return f"probability of each {table.label} class"
+    return f"predicted {table.label}"
+
+
+def pick_table_examples(indices: np.ndarray, table: Table) -> np.ndarray:
+    """Example rows from held-out indices: every class represented where there are classes."""
+    if table.task is Task.REGRESSION or not len(indices):
+        return np.sort(indices[:EXAMPLE_COUNT])
+    per_class = max(1, EXAMPLE_COUNT // len(table.classes))
+    chosen = [indices[table.target[indices] == k][:per_class] for k in range(len(table.classes))]
+    return np.sort(np.concatenate(chosen))[: max(EXAMPLE_COUNT, len(table.classes))]
+
+
+def table_split_record(table: Table, seed: int, test_fraction: float, train_rows: int,
+                       test_rows: int) -> dict:
+    """The held-out split of a table, so that it can be recomputed."""
+    record = split_record(seed, test_fraction, train_rows, test_rows)
+    record["method"] = "random" if table.task is Task.REGRESSION else "stratified"
+    return record

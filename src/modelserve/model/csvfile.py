@@ -1,4 +1,4 @@
-"""Score CSV files in a stream: parse with Arrow, score in batches, write probabilities and labels.
+"""Score CSV files in a stream: parse with Arrow, score in batches, write the task's answers.
 
 The fast path never looks at a value in Python. When Arrow refuses a file (or finds an
 empty or non-finite cell), a slow line-by-line scan finds the first bad cell so that the
@@ -17,12 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from modelserve.errors import UserError
+from modelserve.model.answers import csv_arrays, csv_columns
 from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, Scores
+from modelserve.model.spec import ModelSpec, Output
+from modelserve.model.table import plain_name
 
 BLOCK_BYTES = 4 << 20
 SHOWN_CHARS = 40  # of a bad cell, in a message
-OUTPUT_COLUMNS = ("probability", "label", "model_version")
+VERSION_COLUMN = "model_version"
 
 Progress = Callable[[int], None]
 
@@ -31,6 +35,7 @@ class RowScorer(Protocol):
     """What score_csv needs of a model: a ModelRuntime, or the web app's queue-backed scorer."""
 
     features: list[str]
+    spec: ModelSpec  # its output says which columns the answers fill
 
     def score(self, rows: np.ndarray) -> Scores:
         """Score a (n, features) float32 batch."""
@@ -38,7 +43,8 @@ class RowScorer(Protocol):
 
 
 def read_header(path: Path, features: list[str]) -> list[str] | None:
-    """Return the file's header row, or None when its first row is all numbers."""
+    """Return the file's header row (names as the model calls them), or None when its first
+    row is all numbers."""
     with open(path, encoding="utf-8-sig", newline="") as stream:
         reader = csv.reader(stream)
         try:
@@ -51,6 +57,9 @@ def read_header(path: Path, features: list[str]) -> list[str] | None:
         raise InputError(f"{path}: the file is empty")
     if all(_is_number(cell) for cell in first):
         return None
+    # The file the model was trained on names its columns as the user wrote them
+    # ("sepal length (cm)"); the model knows them by their plain names (sepal_length_cm).
+    first = [cell if cell in features else plain_name(cell) for cell in first]
     missing = [name for name in features if name not in first]
     if missing:
         raise InputError(f"{path}: the header row lacks {', '.join(missing)}")
@@ -89,14 +98,25 @@ def _open_reader(
     return pacsv.open_csv(path, read_options=read, convert_options=convert)
 
 
+def output_columns(output: Output) -> tuple[str, ...]:
+    """The columns a scored file has: the task's answer, then the model version."""
+    return (*csv_columns(output), VERSION_COLUMN)
+
+
+def output_schema(output: Output) -> pa.Schema:
+    """The scored file's columns and their Arrow types (what csv_arrays gives, then a string)."""
+    empty = csv_arrays(output, np.zeros((0, output.width), np.float32), np.zeros(0, np.int8))
+    types = [pa.from_numpy_dtype(column.dtype) for column in empty]
+    return pa.schema(list(zip(output_columns(output), [*types, pa.string()], strict=True)))
+
+
 def score_csv(
     runtime: RowScorer, in_path: Path, out_path: Path, progress: Progress | None = None
 ) -> int:
     """Score every row of in_path into out_path; return the number of rows scored."""
     header = read_header(in_path, runtime.features)
-    schema = pa.schema(
-        [("probability", pa.float32()), ("label", pa.int8()), ("model_version", pa.string())]
-    )
+    output = runtime.spec.output
+    schema = output_schema(output)
     rows = 0
     try:
         reader = _open_reader(in_path, runtime.features, header)
@@ -104,10 +124,12 @@ def score_csv(
             for batch in reader:
                 matrix = _batch_matrix(batch, runtime.features)
                 scores = runtime.score(matrix)
-                version = pa.array([scores.version] * len(matrix), pa.string())
-                writer.write_table(
-                    pa.table([scores.probabilities, scores.labels, version], schema=schema)
-                )
+                if scores.outputs.shape != (len(matrix), output.width):
+                    raise UserError(f"{in_path}: the model changed while the file was scored "
+                                    f"(now {scores.version}); score it again")
+                columns = csv_arrays(output, scores.outputs, scores.labels)
+                version = pa.repeat(pa.scalar(scores.version, pa.string()), len(matrix))
+                writer.write_table(pa.table([*columns, version], schema=schema))
                 rows += len(matrix)
                 if progress is not None:
                     progress(len(matrix))

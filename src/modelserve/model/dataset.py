@@ -11,7 +11,7 @@ import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +20,8 @@ import numpy as np
 from modelserve.errors import UserError
 from modelserve.fsutil import atomic_write_bytes, atomic_write_text
 from modelserve.model.examples import EXAMPLE_SHA256, EXAMPLE_SOURCE, example_bytes
+from modelserve.model.spec import Task
+from modelserve.model.table import Table, parse_table
 
 PIMA_URL = (
     "https://raw.githubusercontent.com/jbrownlee/Datasets/master/pima-indians-diabetes.data.csv"
@@ -36,6 +38,7 @@ FEATURES = (
 )
 LABEL = "diabetes"
 DATA_FILE = "pima-indians-diabetes.csv"
+TABLE_FILE = "table.csv"  # a user's CSV with a header row (only one dataset is stored)
 RECORD_FILE = "dataset.json"
 MIN_ROWS = 100
 MAX_ROWS = 1_000_000
@@ -205,8 +208,6 @@ def _download(url: str, timeout: float) -> bytes:
 def _store(data: bytes, source: str, data_dir: Path) -> dict:
     """Validate bytes, then write them and their record atomically."""
     features, labels = parse_rows(decode(data, source), source)
-    target = Path(data_dir) / DATA_FILE
-    atomic_write_bytes(target, data)
     record = {
         "file": DATA_FILE,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -215,14 +216,100 @@ def _store(data: bytes, source: str, data_dir: Path) -> dict:
         "source": source,
         "stored_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    atomic_write_text(Path(data_dir) / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    _keep(data, record, data_dir, drop=TABLE_FILE)
     return record
+
+
+def import_table(source: Path, data_dir: Path, label: str, task: Task | None = None) -> Table:
+    """Validate a CSV with a header row and store it as the dataset to train on."""
+    source = Path(source)
+    if not source.is_file():
+        raise DatasetError(f"{source}: no such file")
+    if source.stat().st_size > MAX_DOWNLOAD_BYTES:  # the size before the contents
+        raise DatasetError(f"{source}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB")
+    data = source.read_bytes()
+    table = _checked_table(data, str(source), label, task)
+    digest = hashlib.sha256(data).hexdigest()
+    record: dict[str, object] = {
+        "file": TABLE_FILE, "kind": "table", "label": table.label, "task": table.task.value,
+        "features": list(table.feature_names), "classes": list(table.classes),
+        "sha256": digest, "rows": table.rows, "source": str(source),
+        "stored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _keep(data, record, data_dir, drop=DATA_FILE)
+    return replace(table, sha256=digest, source=str(source))
+
+
+def parse_table_file(path: Path, label: str, task: Task | None = None) -> Table:
+    """Read a header CSV (not stored) as a Table, with its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    if path.stat().st_size > MAX_DOWNLOAD_BYTES:
+        raise DatasetError(f"{path}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB")
+    data = path.read_bytes()
+    return replace(_checked_table(data, str(path), label, task),
+                   sha256=hashlib.sha256(data).hexdigest(), source=str(path))
+
+
+def _checked_table(data: bytes, source: str, label: str, task: Task | None) -> Table:
+    """Parse a header CSV into a Table, refusing too few or too many rows."""
+    table = parse_table(decode(data, source), label, task, source)
+    _check_row_count(table.rows, source)
+    return table
+
+
+def _keep(data: bytes, record: dict, data_dir: Path, drop: str) -> None:
+    """Write the data and its record atomically, then drop the other kind's file."""
+    atomic_write_bytes(Path(data_dir) / str(record["file"]), data)
+    atomic_write_text(Path(data_dir) / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    (Path(data_dir) / drop).unlink(missing_ok=True)
+
+
+def load_table(data_dir: Path, path: Path | None = None) -> Table:
+    """The stored dataset (or the headerless Pima file at `path`) as a Table of any task."""
+    if path is not None:
+        return table_from_dataset(load_dataset(path))
+    record = _stored_record(Path(data_dir))
+    table_path = Path(data_dir) / TABLE_FILE
+    if record.get("kind") != "table" or not table_path.is_file():
+        return table_from_dataset(load_dataset(stored_dataset(data_dir)))
+    data = table_path.read_bytes()
+    try:
+        task = Task(str(record.get("task")))
+    except ValueError:
+        raise DatasetError(f"{Path(data_dir) / RECORD_FILE}: no valid task; import the data "
+                           "again") from None
+    table = _checked_table(data, str(table_path), str(record.get("label")), task)
+    return replace(table, sha256=hashlib.sha256(data).hexdigest(),
+                   source=str(record.get("source", table_path)))
+
+
+def _stored_record(data_dir: Path) -> dict:
+    """The stored dataset's record ({} when there is none or it is unreadable)."""
+    path = data_dir / RECORD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def table_from_dataset(dataset: Dataset) -> Table:
+    """The headerless Pima file as a binary Table (its columns named as in FEATURES)."""
+    return Table(feature_names=FEATURES, features=dataset.features,
+                 target=dataset.labels.astype(np.int64), task=Task.BINARY, classes=("0", "1"),
+                 label=LABEL, inferred="", sha256=dataset.sha256, source=dataset.source,
+                 header=False)
 
 
 def stored_dataset(data_dir: Path) -> Path:
     """Return the stored dataset's path, or say how to get one."""
     path = Path(data_dir) / DATA_FILE
     if not path.is_file():
+        if (Path(data_dir) / TABLE_FILE).is_file():
+            raise DatasetError("the stored dataset is a table with a header (`data import "
+                               "--label`); this needs the headerless Pima file")
         raise DatasetError(
             "no dataset yet: run `modelserve data example` (the built-in copy), "
             "`modelserve data fetch` or `modelserve data import PATH`"

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from modelserve.model.spec import Task
+
 LOG_LOSS_EPSILON = 1e-7
 
 
@@ -128,3 +130,14 @@ def evaluate_multiclass(labels: np.ndarray, probabilities: np.ndarray) -> dict:
         "confusion_matrix": multiclass_confusion(labels, predicted, classes),
         "rows": int(len(probabilities)),
     }
+
+
+def evaluate_task(task: Task, target: np.ndarray, outputs: np.ndarray,
+                  threshold: float = 0.5) -> dict:
+    """The held-out metrics of a model of any task, from its (rows, width) outputs."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if task is Task.BINARY:
+        return evaluate(target, outputs[:, 0], threshold)
+    if task is Task.MULTICLASS:
+        return evaluate_multiclass(target, outputs)
+    return regression_metrics(target, outputs[:, 0])

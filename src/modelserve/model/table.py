@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelserve.model.spec import MAX_CLASSES, Task
+from modelserve.errors import UserError
+from modelserve.model.spec import CLASS_NAME, MAX_CLASSES, Task
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A label of at most this many distinct integers is a class, not a quantity.
@@ -27,7 +28,7 @@ MIN_PER_CLASS = 2  # a stratified split puts at least one row of each class on e
 MAX_NAME = 64
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """A CSV that cannot be trained on; the message is one line naming row and column."""
 
 
@@ -43,6 +44,9 @@ class Table:
     label: str
     inferred: str  # why this task, said out loud when it was not given; "" when given
     renamed: tuple[tuple[str, str], ...] = ()  # header names changed into plain names
+    sha256: str = ""  # of the file's bytes, once stored
+    source: str = ""
+    header: bool = True  # False: the headerless Pima file (data rows start on line 1)
 
     @property
     def rows(self) -> int:
@@ -105,6 +109,12 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
         raise TableError(f"{source}: row {reader.line_num}: {error}") from None
 
 
+def plain_name(name: str) -> str:
+    """A header name as the plain identifier a model's feature is called by."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:MAX_NAME]
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"c_{cleaned}"
+
+
 def _plain_names(names: list[str], source: str) -> list[str]:
     """Header names as plain identifiers (what a manifest, a form and a JSON key can hold)."""
     plain = []
@@ -114,8 +124,7 @@ def _plain_names(names: list[str], source: str) -> list[str]:
         if _number(name) is not None:
             raise TableError(f"{source}: the first row is data ({name!r} in column "
                              f"{index + 1}); the file needs a header row naming its columns")
-        cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_").lower()[:MAX_NAME]
-        plain.append(cleaned if cleaned and not cleaned[0].isdigit() else f"c_{cleaned}")
+        plain.append(plain_name(name))
     seen: dict[str, str] = {}
     for name, cleaned in zip(names, plain, strict=True):
         if cleaned in seen:
@@ -179,6 +188,10 @@ def _target(labels: list[str], task: Task, column: str,
                              f"{labels[bad][:40]!r} is not a number; regression needs numbers")
         return np.asarray(values, dtype=np.float64), ()
     classes = _class_order(sorted(set(labels)))
+    unfit = next((name for name in classes if not CLASS_NAME.fullmatch(name)), None)
+    if unfit is not None:
+        raise TableError(f"{source}: column {column!r}: label {unfit[:40]!r} is not a plain class "
+                         "name (letters, digits, space, _ . + -, at most 64)")
     if task is Task.BINARY and len(classes) != 2:
         raise TableError(f"{source}: column {column!r} has {len(classes)} label values; "
                          "binary needs exactly 2")
@@ -205,3 +218,22 @@ def _check_classes(target: np.ndarray, classes: tuple[str, ...], source: str) ->
         name, count = rare[0]
         raise TableError(f"{source}: class {name!r} has {count} row(s); a stratified split needs "
                          f"at least {MIN_PER_CLASS} of each class")
+
+
+def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and held-out indices: stratified by class for classification, a seeded random
+    split for regression."""
+    if not 0.0 < test_fraction < 1.0:
+        raise TableError(f"test fraction {test_fraction} must be between 0 and 1")
+    rng = np.random.default_rng(seed)
+    if table.task is Task.REGRESSION:
+        order = rng.permutation(table.rows)
+        held = int(round(table.rows * test_fraction))
+        return np.sort(order[held:]), np.sort(order[:held])
+    train_parts, test_parts = [], []
+    for value in np.unique(table.target):  # the same draws as dataset.stratified_split
+        members = rng.permutation(np.flatnonzero(table.target == value))
+        held = int(round(len(members) * test_fraction))
+        test_parts.append(members[:held])
+        train_parts.append(members[held:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(test_parts))

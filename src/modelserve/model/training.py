@@ -14,7 +14,7 @@ from modelserve.model.backend import import_keras, import_tensorflow
 from modelserve.model.bundle import write_bundle
 from modelserve.model.dataset import FEATURES, Dataset, stratified_split
 from modelserve.model.spec import Task
-from modelserve.model.table import Table
+from modelserve.model.table import Table, split_table
 
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
@@ -148,15 +148,6 @@ def build_table_model(config: TrainingConfig, table: Table, train_idx: np.ndarra
     return model
 
 
-def split_table(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified by class for classification; a seeded random split for regression."""
-    if table.task is not Task.REGRESSION:
-        return stratified_split(table.target, test_fraction, seed)
-    order = np.random.default_rng(seed).permutation(table.rows)
-    held = int(round(table.rows * test_fraction))
-    return np.sort(order[held:]), np.sort(order[:held])
-
-
 def fit_table(table: Table, config: TrainingConfig,
               on_epoch: EpochCallback | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """Train a table's model on a seeded split: the model and the split's indices."""
@@ -169,3 +160,15 @@ def fit_table(table: Table, config: TrainingConfig,
               epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
               callbacks=_epoch_callback(on_epoch))
     return model, train_idx, test_idx
+
+
+def train_table_bundle(table: Table, config: TrainingConfig, out_dir: Path,
+                       on_epoch: EpochCallback | None = None) -> dict:
+    """Train a table's model, evaluate it on the held-out rows, write a format-2 bundle."""
+    model, train_idx, test_idx = fit_table(table, config, on_epoch)
+    split = contract.table_split_record(table, config.seed, config.test_fraction,
+                                        len(train_idx), len(test_idx))
+    manifest = contract.table_manifest(
+        lambda rows: np.asarray(model(rows, training=False)), table, test_idx, split)
+    manifest.update(training=asdict(config), source={"kind": "trained"})
+    return write_bundle(out_dir, model, manifest)

@@ -78,6 +78,11 @@ class VersionInfo:
         except SpecError:
             return None
 
+    @property
+    def runtime(self) -> str:
+        """How workers score it: "plan" (its check derived plan.npz) or "keras" (a graph)."""
+        return "plan" if (self.path / PLAN_FILE).is_file() else "keras"
+
 
 def check_with_runtime(staged: Path) -> None:
     """Check a staged bundle in the sandbox and write the plan it derived beside it."""

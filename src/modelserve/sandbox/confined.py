@@ -1,4 +1,4 @@
-"""The three model jobs, confined, as typed functions: check a bundle, convert a pair, score rows.
+"""The model jobs, confined, as typed functions: check, convert a pair, import a .keras, score.
 
 This module and what it imports never import Keras or h5py: callers (the git hooks, the
 registry) stay free of model code; only the sandboxed job loads it.
@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from modelserve.fsutil import atomic_write_bytes
-from modelserve.model.bundle import MANIFEST_FILE, BundleError, read_manifest
-from modelserve.sandbox import protocol
+from modelserve.model.bundle import MANIFEST_FILE, BundleError, read_bundle_spec, read_manifest
+from modelserve.model.table import Table
+from modelserve.sandbox import jobs, protocol
 from modelserve.sandbox.jobs import (
     ARCHITECTURE,
     BUNDLE_FILES,
     DATASET,
+    OUTPUTS_FILE,
     PLAN_FILE,
-    PROBABILITIES_FILE,
     ROWS_FILE,
     WEIGHTS,
 )
@@ -75,22 +76,52 @@ def convert_legacy_confined(architecture: Path, weights: Path, dataset: Path,
     return protocol.from_json(ConvertResult, answer.result)
 
 
+def import_keras_confined(model_path: Path, table: Table, out: Path, *, data_shown: str,
+                          seed: int, test_fraction: float) -> protocol.ImportResult:
+    """Import a .keras made elsewhere in the sandbox, on the table's rows; write the bundle
+    (and its plan) to out. The caller never loads the user's file itself."""
+    from modelserve.model.importing import table_record  # pure: no Keras on this side
+
+    arrays = {}
+    for name, values in ((jobs.FEATURES_FILE, table.features), (jobs.TARGET_FILE, table.target)):
+        buffer = io.BytesIO()
+        np.save(buffer, values, allow_pickle=False)
+        arrays[name] = buffer.getvalue()
+    request = protocol.ImportRequest(str(model_path), data_shown, **table_record(table),
+                                     seed=seed, test_fraction=test_fraction)
+    inputs: dict[str, bytes | Path] = {jobs.KERAS_FILE: Path(model_path), **arrays}
+    answer = _run("import", request, inputs, {*BUNDLE_FILES, PLAN_FILE}, JOB_LIMITS["import"],
+                  Path(model_path))
+    if not set(BUNDLE_FILES) <= set(answer.files):
+        raise SandboxError("the import gave no bundle")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in answer.files:  # the bundle's two files, and the plan when one was derived
+        atomic_write_bytes(out / name, answer.files[name])
+        (out / name).chmod(0o644)
+    return protocol.from_json(protocol.ImportResult, answer.result)
+
+
 def score_confined(bundle: Path, rows: np.ndarray) -> np.ndarray:
-    """Score rows with a bundle in the sandbox: one probability per row."""
+    """Score rows with a bundle in the sandbox: its outputs, float32 (rows, output width)."""
     bundle = Path(bundle)
+    width = read_bundle_spec(bundle).output.width  # what the job must give, from our side
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(rows, dtype=np.float32), allow_pickle=False)
     inputs = {**_bundle_inputs(bundle, True), ROWS_FILE: buffer.getvalue()}
-    answer = _run("score", ScoreRequest(str(bundle)), inputs, {PROBABILITIES_FILE},
+    answer = _run("score", ScoreRequest(str(bundle)), inputs, {OUTPUTS_FILE},
                   JOB_LIMITS["score"], bundle)
+    result = protocol.from_json(protocol.ScoreResult, answer.result)
     try:
-        scores = np.load(io.BytesIO(answer.files[PROBABILITIES_FILE]), allow_pickle=False)
+        outputs = np.load(io.BytesIO(answer.files[OUTPUTS_FILE]), allow_pickle=False)
     except (KeyError, ValueError, OSError):
-        raise SandboxError("the scoring job gave no readable probabilities") from None
-    if scores.dtype != np.float32 or scores.shape != (len(rows),):
-        raise SandboxError(f"the scoring job gave {scores.shape} {scores.dtype} for "
-                           f"{len(rows)} rows")
-    return scores
+        raise SandboxError("the scoring job gave no readable outputs") from None
+    expected = (len(rows), width)
+    if outputs.dtype != np.float32 or outputs.shape != expected or (
+            (result.rows, result.width) != expected):
+        raise SandboxError(f"the scoring job gave {outputs.shape} {outputs.dtype} for "
+                           f"{len(rows)} rows of a model giving {width} per row")
+    return outputs
 
 
 def _run(job: str, request: object, inputs: dict[str, bytes | Path], outputs: set[str],

@@ -1,4 +1,4 @@
-"""The code inside the sandbox: `python -I -m modelserve.sandbox.jobs check|convert|score`.
+"""The code inside the sandbox: `python -I -m modelserve.sandbox.jobs check|convert|score|import`.
 
 It reads the input tar from stdin into its private workspace, runs one job on it, and answers
 with a tar on stdout: result.json (a result, or the one-line reason for a refusal) and the
@@ -24,13 +24,15 @@ from modelserve.sandbox.protocol import (
     CheckResult,
     ConvertRequest,
     ConvertResult,
+    ImportRequest,
+    ImportResult,
     ScoreRequest,
     ScoreResult,
 )
 
 PLAN_FILE = "plan.npz"
 ROWS_FILE = "rows.npy"
-PROBABILITIES_FILE = "probabilities.npy"
+OUTPUTS_FILE = "outputs.npy"
 ARCHITECTURE, WEIGHTS, DATASET = "architecture", "weights", "dataset.csv"
 BUNDLE_FILES = ("model.keras", "manifest.json")
 Outputs = dict[str, Path]
@@ -130,7 +132,7 @@ def _move(path: Path, to: Path) -> Path:
 
 def run_score(raw: dict[str, Any], files: dict[str, Path],
               workspace: Path) -> tuple[ScoreResult, Outputs]:
-    """Score rows.npy with the bundle: probabilities.npy, one float32 per row."""
+    """Score rows.npy with the bundle: outputs.npy, float32 (rows, output width)."""
     import numpy as np
 
     from modelserve.model.runtime import ModelRuntime
@@ -140,16 +142,56 @@ def run_score(raw: dict[str, Any], files: dict[str, Path],
     bundle = _bundle_from(files, workspace)
     try:
         runtime = ModelRuntime.load(bundle)
-        probabilities = runtime.score(rows).probabilities
+        outputs = runtime.score(rows).outputs
     except UserError as error:
         raise _shown(error, {bundle: request.shown}) from None
-    out = workspace / PROBABILITIES_FILE
-    np.save(out, np.asarray(probabilities, dtype=np.float32), allow_pickle=False)
-    return ScoreResult(len(probabilities), runtime.kind), {PROBABILITIES_FILE: out}
+    out = workspace / OUTPUTS_FILE
+    np.save(out, np.asarray(outputs, dtype=np.float32), allow_pickle=False)
+    return ScoreResult(len(outputs), outputs.shape[1], runtime.kind), {OUTPUTS_FILE: out}
+
+
+FEATURES_FILE, TARGET_FILE, KERAS_FILE = "features.npy", "target.npy", "model.keras"
+
+
+def run_import(raw: dict[str, Any], files: dict[str, Path],
+               workspace: Path) -> tuple[ImportResult, Outputs]:
+    """Import a .keras made elsewhere on the table sent, then check the bundle like any."""
+    import numpy as np
+
+    from modelserve.model.check import check_bundle
+    from modelserve.model.importing import import_model, table_from_record
+
+    request = protocol.from_json(ImportRequest, raw)
+    if not {KERAS_FILE, FEATURES_FILE, TARGET_FILE} <= set(files):
+        raise protocol.ProtocolError("an import needs model.keras, features.npy and target.npy")
+    # The model file in a directory of its own: the bundle is written beside nothing of it.
+    model = _move(files[KERAS_FILE], workspace / "m" / KERAS_FILE)
+    out = workspace / "out"
+    shown = {model: request.model_shown, out: "the bundle"}
+    plan = workspace / PLAN_FILE
+    try:
+        table = table_from_record(
+            request.feature_names, request.task, request.classes, request.label,
+            request.sha256, np.load(files[FEATURES_FILE], allow_pickle=False),
+            np.load(files[TARGET_FILE], allow_pickle=False))
+        manifest = import_model(model, table, out, model_shown=request.model_shown,
+                                data_shown=request.data_shown, seed=request.seed,
+                                test_fraction=request.test_fraction)
+        report = check_bundle(out, plan_out=plan)  # while TensorFlow is loaded: with its plan
+    except UserError as error:
+        raise _shown(error, shown) from None
+    except ValueError as error:  # a .npy numpy cannot read, a task that is not one
+        raise protocol.ProtocolError(f"the data sent is not readable ({error})") from None
+    outputs = {name: out / name for name in BUNDLE_FILES}
+    if plan.is_file():
+        outputs[PLAN_FILE] = plan
+    return (ImportResult(manifest["version"], report["runtime"],
+                         int(manifest["metrics"]["rows"])), outputs)
 
 
 RUNNERS: dict[str, Callable[[dict[str, Any], dict[str, Path], Path], tuple[Any, Outputs]]] = {
     "check": run_check, "convert": run_convert, "score": run_score,
+    "import": run_import,
 }
 
 

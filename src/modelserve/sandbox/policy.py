@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 
-JOBS = ("check", "convert", "score")
+JOBS = ("check", "convert", "score", "import")
 SANDBOX_USER = "modelserve-sandbox"
 SUDOERS_DIR = "/etc/sudoers.d"
 OVERRIDE_VARIABLE = "MODELSERVE_SANDBOX"

@@ -67,6 +67,30 @@ class ConvertResult:
 
 
 @dataclass(frozen=True)
+class ImportRequest:
+    """Import model.keras (made elsewhere) on the table sent as features.npy + target.npy."""
+
+    model_shown: str  # the caller's names for the model file and the data, in messages
+    data_shown: str
+    feature_names: list[str]
+    task: str
+    classes: list[str]
+    label: str
+    sha256: str  # of the data file, recorded in the manifest
+    seed: int
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The bundle written and checked (model.keras, manifest.json and any plan.npz beside it)."""
+
+    version: str
+    runtime: str  # as CheckResult.runtime: "plan" when plan.npz was derived
+    held_out: int  # rows the metrics were computed on
+
+
+@dataclass(frozen=True)
 class ScoreRequest:
     """Score rows.npy with the bundle sent beside it."""
 
@@ -75,9 +99,10 @@ class ScoreRequest:
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """How the rows were scored (probabilities.npy comes beside it)."""
+    """How the rows were scored (outputs.npy, float32 (rows, width), comes beside it)."""
 
     rows: int
+    width: int  # the model's numbers per row: its output width (1, or k classes)
     kind: str
 
 

@@ -8,12 +8,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from modelserve import __version__
+from modelserve.errors import UserError
+from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
 from modelserve.web import csrf, inference, metrics, openapi, service
 from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
+from modelserve.web.predictors import Prediction, Unavailable
 
 blueprint = Blueprint("api", __name__)
-OUTPUTS = openapi.OUTPUTS
 
 
 def _json_body(transport: inference.Transport | None = None) -> Any:
@@ -33,12 +35,9 @@ def predict_v1():
     app_service = service()
     rows = rows_from_v1(_json_body(), app_service.features(), app_service.settings.max_request_rows)
     prediction = app_service.predict(rows)
-    return jsonify(
-        model_version=prediction.version,
-        probabilities=prediction.probabilities.tolist(),
-        labels=prediction.labels.tolist(),
-        worker=prediction.worker,
-    )
+    output = _answering_spec(prediction).output
+    return jsonify(model_version=prediction.version, worker=prediction.worker,
+                   **answers.v1_answer(output, prediction.outputs, prediction.labels))
 
 
 @blueprint.get("/v2")
@@ -70,8 +69,7 @@ def model_metadata(name: str, version: str | None = None):
         versions=[spec.version],
         platform="keras",
         inputs=[{"name": "input", "datatype": "FP32", "shape": [-1, spec.width]}],
-        outputs=[{"name": out, "datatype": kind, "shape": [-1, 1]}
-                 for out, kind in OUTPUTS.items()],
+        outputs=inference.tensor_metadata(answers.tensors(spec.output)),
     )
 
 
@@ -90,13 +88,17 @@ def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
     spec = _served_spec(name, version)
     app_service = service()
+    offered = inference.datatypes(answers.tensors(spec.output))
     call = inference.parse_infer_request(_json_body(_transport()), spec.feature_names,
-                                         OUTPUTS, app_service.settings.max_request_rows)
+                                         offered, app_service.settings.max_request_rows)
     prediction = app_service.predict(call.rows)
-    columns = {"probability": prediction.probabilities.tolist(),
-               "label": prediction.labels.tolist()}
+    output = _answering_spec(prediction).output
+    tensors = answers.tensors(output)
+    if not set(call.outputs) <= {tensor.name for tensor in tensors}:
+        raise Unavailable(_SWITCHED)  # a switch to a model of another task, mid-request
+    data = answers.tensor_data(output, prediction.outputs, prediction.labels)
     answer = {"model_name": name, "model_version": prediction.version,
-              "outputs": inference.output_tensors(call, columns, OUTPUTS)}
+              "outputs": inference.output_tensors(call, data, tensors)}
     if call.id is not None:
         answer["id"] = call.id
     return jsonify(answer)
@@ -107,8 +109,10 @@ def openapi_document():
     """The OpenAPI 3 description of this API."""
     app_service = service()
     spec = app_service.active_spec()
-    features, version = (spec.feature_names, spec.version) if spec else (None, None)
-    return jsonify(openapi.document(app_service.settings, features, version))
+    if spec is None:
+        return jsonify(openapi.document(app_service.settings))
+    return jsonify(openapi.document(app_service.settings, spec.feature_names, spec.version,
+                                    spec.output))
 
 
 @blueprint.get("/metrics")
@@ -140,6 +144,25 @@ def _served_spec(name: str, version: str | None) -> ModelSpec:
     if version is not None and version != spec.version:
         raise BadRequest(f"version {version!r} is not the live version; only "
                          f"{spec.version} is served", 404)
+    return spec
+
+
+_SWITCHED = "the live model changed while the request was scored; send it again"
+
+
+def _answering_spec(prediction: Prediction) -> ModelSpec:
+    """The spec of the version that computed a prediction: while workers switch, maybe not
+    the active one, and its outputs are read by its own task."""
+    app_service = service()
+    active = app_service.active_spec()
+    spec = active if active is not None and active.version == prediction.version else None
+    if spec is None:
+        try:
+            spec = app_service.registry.get(prediction.version).spec
+        except UserError:  # not a registered version: the active one is all there is
+            spec = active
+    if spec is None or prediction.outputs.shape[1:] != (spec.output.width,):
+        raise Unavailable(_SWITCHED)
     return spec
 
 

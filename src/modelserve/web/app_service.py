@@ -49,11 +49,6 @@ class Service:
             self._spec_cache = (version, spec)
         return spec
 
-    def active_manifest(self) -> dict | None:
-        """The active spec's manifest document, for the page templates."""
-        spec = self.active_spec()
-        return dict(spec.document) if spec is not None else None
-
     def _usable_spec(self, version: str) -> ModelSpec | None:
         """The version's spec; if its manifest is damaged, that of the version workers fall
         back to (active_problem() says so on the pages and in readiness)."""
@@ -116,7 +111,7 @@ class Service:
         if len(versions) > 1:
             raise Unavailable("the model changed while the file was scored; submit it again")
         return Prediction(
-            np.concatenate([p.probabilities for p in parts]),
+            np.concatenate([p.outputs for p in parts]),
             np.concatenate([p.labels for p in parts]),
             parts[0].version,
             ",".join(sorted({p.worker for p in parts})),

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.model.answers import Tensor
 from modelserve.web.parsing import JSON_TYPES, BadRequest, check_count, number, shown
 
 INTEGER_RANGES = {
@@ -113,12 +114,27 @@ def select_outputs(requested: Any, available: Mapping[str, str]) -> tuple[str, .
     return tuple(names)
 
 
-def output_tensors(request: InferRequest, columns: Mapping[str, list],
-                   datatypes: Mapping[str, str]) -> list[dict]:
-    """The requested outputs as protocol tensors of shape [rows, 1], in the request's order."""
+def output_tensors(request: InferRequest, data: Mapping[str, list],
+                   tensors: Sequence[Tensor]) -> list[dict]:
+    """The requested outputs as protocol tensors of shape [rows, width], in the request's order.
+
+    data holds each tensor's values flattened row-major (answers.tensor_data).
+    """
     rows = len(request.rows)
-    return [{"name": name, "datatype": datatypes[name], "shape": [rows, 1],
-             "data": columns[name]} for name in request.outputs]
+    by_name = {tensor.name: tensor for tensor in tensors}
+    return [{"name": name, "datatype": by_name[name].datatype,
+             "shape": [rows, by_name[name].width], "data": data[name]}
+            for name in request.outputs]
+
+
+def tensor_metadata(tensors: Sequence[Tensor]) -> list[dict]:
+    """The model metadata's outputs: each tensor's name, datatype and shape [-1, width]."""
+    return [{"name": t.name, "datatype": t.datatype, "shape": [-1, t.width]} for t in tensors]
+
+
+def datatypes(tensors: Sequence[Tensor]) -> dict[str, str]:
+    """Each output's datatype by name, in the model's order (what a request may ask for)."""
+    return {tensor.name: tensor.datatype for tensor in tensors}
 
 
 def _the_input(payload: Any) -> dict:

@@ -1,4 +1,8 @@
-"""The OpenAPI 3 document for the JSON API, built from the live settings and model."""
+"""The OpenAPI 3 document for the JSON API, built from the live settings and model.
+
+The answers are those of the active model's task (model.answers): its v1 fields, its v2
+output tensors. Before any model is active, the document describes a binary classifier.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ from typing import Any
 
 from modelserve import __version__
 from modelserve.config import Settings
+from modelserve.model.answers import tensors
+from modelserve.model.spec import Output, Task
 from modelserve.web.inference import DATATYPES
 from modelserve.web.parsing import FLOAT32_MAX
 
 N_FEATURES = 8
-# The output tensors of every model, with their datatypes (api.py encodes them).
-OUTPUTS = {"probability": "FP32", "label": "INT8"}
+NO_MODEL = Output("output", Task.BINARY, ("0", "1"), 0.5)  # described until one is active
 EXAMPLE_ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 
 
@@ -45,7 +50,7 @@ def _errors(*codes: int) -> dict:
     return answers
 
 
-def _tensor_schemas(n_features: int) -> dict:
+def _tensor_schemas(n_features: int, output: Output) -> dict:
     """Open Inference Protocol tensors: the one input, the outputs, their metadata."""
     # The datatype says which: integers in its range, true/false for BOOL, numbers for FP*.
     number = {"anyOf": [{"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
@@ -69,11 +74,14 @@ def _tensor_schemas(n_features: int) -> dict:
         "InferOutput": {
             "type": "object", "required": ["name", "shape", "datatype", "data"],
             "properties": {
-                "name": {"type": "string", "enum": list(OUTPUTS)},
+                "name": {"type": "string", "enum": [t.name for t in tensors(output)]},
                 "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "description": "[rows, width]: the model metadata gives each width",
                           "items": {"type": "integer", "minimum": 1}},
-                "datatype": {"type": "string", "enum": sorted(set(OUTPUTS.values()))},
-                "data": {"type": "array", "items": {"type": "number"}}}},
+                "datatype": {"type": "string",
+                             "enum": sorted({t.datatype for t in tensors(output)})},
+                "data": {"type": "array", "items": {"type": "number"},
+                         "description": "row-major values, rows x width of them"}}},
         "TensorMetadata": {
             "type": "object", "required": ["name", "datatype", "shape"],
             "properties": {"name": {"type": "string"},
@@ -83,7 +91,39 @@ def _tensor_schemas(n_features: int) -> dict:
     }
 
 
-def _schemas(settings: Settings, features: list[str]) -> dict:
+def _predict_response(output: Output) -> dict:
+    """The /api/v1/predict answer of this task (model.answers.v1_answer's fields)."""
+    task = {"type": "string", "enum": [output.task.value]}
+    classes = {"type": "array", "items": {"type": "string", "enum": list(output.classes)},
+               "description": "the class names, in the order of the model's outputs"}
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    if output.task is Task.BINARY:
+        fields: dict[str, dict] = {
+            "probabilities": {"type": "array", "items": probability,
+                              "description": f"probability of {output.classes[1]!r} per row"},
+            "labels": {"type": "array", "items": {"type": "integer", "enum": [0, 1]},
+                       "description": "1 where the probability reaches the threshold"},
+            "classes": classes}
+    elif output.task is Task.MULTICLASS:
+        per_class = {"type": "array", "items": probability, "minItems": output.width,
+                     "maxItems": output.width}
+        fields = {"probabilities": {"type": "array", "items": per_class,
+                                    "description": "per row, one probability per class"},
+                  "labels": {"type": "array", "items": {"type": "string",
+                                                        "enum": list(output.classes)},
+                             "description": "the likeliest class per row"},
+                  "classes": classes}
+    else:
+        fields = {"values": {"type": "array", "items": {"type": "number"},
+                             "description": "the predicted value per row"}}
+    return {
+        "type": "object",
+        "required": ["model_version", "task", *fields, "worker"],
+        "properties": {"model_version": {"type": "string"}, "task": task, **fields,
+                       "worker": {"type": "string", "description": "host:pid of the worker"}}}
+
+
+def _schemas(settings: Settings, features: list[str], output: Output) -> dict:
     """Component schemas."""
     number = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
     row_list = {"type": "array", "items": number, "minItems": len(features),
@@ -99,15 +139,7 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
             "properties": {"rows": {"type": "array", "minItems": 1,
                                     "maxItems": settings.max_request_rows,
                                     "items": {"oneOf": [row_list, row_object]}}}},
-        "PredictResponse": {
-            "type": "object",
-            "required": ["model_version", "probabilities", "labels", "worker"],
-            "properties": {
-                "model_version": {"type": "string"},
-                "probabilities": {"type": "array",
-                                  "items": {"type": "number", "minimum": 0, "maximum": 1}},
-                "labels": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}},
-                "worker": {"type": "string", "description": "host:pid of the worker"}}},
+        "PredictResponse": _predict_response(output),
         "ServerMetadata": {
             "type": "object", "required": ["name", "version", "extensions"],
             "properties": {"name": {"type": "string"}, "version": {"type": "string"},
@@ -124,7 +156,7 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
                            "problem": {"type": "string", "nullable": True, "description":
                                        "why the active version cannot be served, if it cannot"
                                        }}},
-        **_tensor_schemas(len(features)),
+        **_tensor_schemas(len(features), output),
         "InferRequest": {
             "type": "object", "required": ["inputs"],
             "properties": {
@@ -134,7 +166,8 @@ def _schemas(settings: Settings, features: list[str]) -> dict:
                            "items": _ref("InferInput")},
                 "outputs": {"type": "array", "items": {
                     "type": "object", "required": ["name"],
-                    "properties": {"name": {"type": "string", "enum": list(OUTPUTS)},
+                    "properties": {"name": {"type": "string",
+                                            "enum": [t.name for t in tensors(output)]},
                                    "parameters": {"type": "object"}}}}}},
         "InferResponse": {
             "type": "object", "required": ["model_name", "model_version", "outputs"],
@@ -181,11 +214,12 @@ def _example_row(n_features: int) -> list[float]:
     return EXAMPLE_ROW if n_features == len(EXAMPLE_ROW) else [0] * n_features
 
 
-def _infer_example(n_features: int) -> dict:
-    """An inference request for one row."""
+def _infer_example(n_features: int, output: Output) -> dict:
+    """An inference request for one row, asking for the model's first output."""
     tensor = {"name": "input", "shape": [1, n_features], "datatype": "FP32",
               "data": _example_row(n_features)}
-    return {"id": "example-1", "inputs": [tensor], "outputs": [{"name": "probability"}]}
+    return {"id": "example-1", "inputs": [tensor],
+            "outputs": [{"name": tensors(output)[0].name}]}
 
 
 def _predict_example(features: list[str]) -> dict:
@@ -194,7 +228,7 @@ def _predict_example(features: list[str]) -> dict:
     return {"rows": [row, dict(zip(features, row, strict=True))]}
 
 
-def _v2_paths(settings: Settings, n_features: int, version: str | None) -> dict:
+def _v2_paths(settings: Settings, n_features: int, version: str | None, output: Output) -> dict:
     """The Open Inference Protocol paths; model name and live version are enumerated."""
     name = {"name": "name", "in": "path", "required": True,
             "schema": {"type": "string", "enum": [settings.model_name]}}
@@ -203,7 +237,7 @@ def _v2_paths(settings: Settings, n_features: int, version: str | None) -> dict:
                      "schema": {"type": "string", **version_values}}
     by_version = (name, version_param)
     infer_errors = (400, 404, 413, 415, 503, 504)
-    infer: dict[str, Any] = {"body": "InferRequest", "example": _infer_example(n_features)}
+    infer: dict[str, Any] = {"body": "InferRequest", "example": _infer_example(n_features, output)}
     return {
         "/v2": {"get": _operation("Server metadata", _ok("ServerMetadata", "server metadata"))},
         "/v2/health/live": {"get": _operation("Liveness", _ok("Live", "live"))},
@@ -226,16 +260,17 @@ def _v2_paths(settings: Settings, n_features: int, version: str | None) -> dict:
 
 
 def document(settings: Settings, features: list[str] | None = None,
-             version: str | None = None) -> dict:
+             version: str | None = None, output: Output | None = None) -> dict:
     """The whole OpenAPI document; model name and live version are enumerated."""
     features = features or [f"x{i}" for i in range(N_FEATURES)]
+    output = output or NO_MODEL
     paths = {
         "/api/v1/predict": {"post": _operation(
             "Score rows (lists in feature order, or objects keyed by feature name)",
-            _ok("PredictResponse", "probabilities, labels and the model version"),
+            _ok("PredictResponse", _answered(output)),
             400, 413, 415, 503, 504, body="PredictRequest",
             example=_predict_example(features))},
-        **_v2_paths(settings, len(features), version),
+        **_v2_paths(settings, len(features), version, output),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -245,5 +280,14 @@ def document(settings: Settings, features: list[str] | None = None,
         "info": {"title": "modelserve", "version": __version__,
                  "description": "Predictions from the active model, computed by the workers."},
         "paths": paths,
-        "components": {"schemas": _schemas(settings, features)},
+        "components": {"schemas": _schemas(settings, features, output)},
     }
+
+
+def _answered(output: Output) -> str:
+    """What a prediction answers with, in words, for the task."""
+    if output.task is Task.REGRESSION:
+        return "the predicted values and the model version"
+    if output.task is Task.MULTICLASS:
+        return "per-class probabilities, the likeliest class and the model version"
+    return "probabilities, labels and the model version"

@@ -44,12 +44,17 @@ class DeadlineExceeded(UserError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """Probabilities and labels for one request's rows, and who computed them."""
+    """Outputs and labels for one request's rows (see model.answers), and who computed them."""
 
-    probabilities: np.ndarray
-    labels: np.ndarray
+    outputs: np.ndarray  # float32 (rows, output width)
+    labels: np.ndarray  # class index per row; empty for a regression model
     version: str
     worker: str
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """A binary model's probability of the positive class per row (a regression: values)."""
+        return self.outputs[:, 0]
 
 
 class InlinePredictor:
@@ -64,7 +69,7 @@ class InlinePredictor:
             scores = self._active.current().score(rows)
         except NoActiveModel as error:
             raise Unavailable(str(error)) from None
-        return Prediction(scores.probabilities, scores.labels, scores.version, "in-process")
+        return Prediction(scores.outputs, scores.labels, scores.version, "in-process")
 
     def status(self) -> dict:
         """Readiness: a model is loaded."""
@@ -208,7 +213,7 @@ class QueuePredictor:
             log.warning("batch %s got no answer before its deadline", correlation_id)
             self._finish(correlation_id, DeadlineExceeded("no answer before the deadline"))
 
-    def _finish(self, correlation_id: str, outcome: dict | Exception) -> None:
+    def _finish(self, correlation_id: str, outcome: object) -> None:
         """Hand a batch's answer (or failure) to each of its callers and free its slot."""
         with self._inflight_lock:
             batch = self._inflight.pop(correlation_id, None)
@@ -256,7 +261,7 @@ class QueuePredictor:
                         conn.heartbeat_check()
                         next_heartbeat = time.monotonic() + 1.0
 
-    def _on_reply(self, body: dict, message) -> None:
+    def _on_reply(self, body: object, message) -> None:
         """Route one answer to the batch it belongs to."""
         self._finish(message.properties.get("correlation_id", ""), body)
 
@@ -294,26 +299,25 @@ class QueuePredictor:
             thread.join(timeout=3)
 
 
-def _answer(batch: _Batch, body: dict) -> None:
+def _answer(batch: _Batch, body: object) -> None:
     """Split a batch's answer back into its callers' rows."""
-    if "error" in body:
-        error = Unavailable(body["error"])
-        for request in batch.requests:
-            _settle(request.future, exception=error)
-        return
-    probabilities = wire.decode(body["probabilities"], wire.PROBABILITIES)
-    labels = wire.decode(body["labels"], wire.LABELS)
+    try:
+        reply = wire.Reply.from_body(body)
+    except ValueError as error:  # binascii.Error is one too
+        reply = wire.Reply(error=f"a worker sent an unreadable answer ({error})")
     expected_rows = sum(len(request.rows) for request in batch.requests)
-    if not len(probabilities) == len(labels) == expected_rows:
-        error = Unavailable("a worker answered with the wrong number of rows")
+    if not reply.error and len(reply.outputs) != expected_rows:
+        reply = wire.Reply(error="a worker answered with the wrong number of rows")
+    if reply.error:
+        refusal = Unavailable(reply.error)
         for request in batch.requests:
-            _settle(request.future, exception=error)
+            _settle(request.future, exception=refusal)
         return
     start = 0
     for request in batch.requests:
         end = start + len(request.rows)
-        result = Prediction(probabilities[start:end], labels[start:end], body["version"],
-                            body.get("worker", ""))
+        labels = reply.labels[start:end]  # empty for a regression model
+        result = Prediction(reply.outputs[start:end], labels, reply.version, reply.worker)
         _settle(request.future, result=result)
         start = end
 

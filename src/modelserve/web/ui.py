@@ -1,4 +1,4 @@
-"""The pages: predict one patient, the held-out predictions, accuracy over time, the models."""
+"""The pages: predict one row, held-out predictions, the headline metric over time, models."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from flask import Blueprint, abort, render_template, request, send_file, session
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
-from modelserve.model import metrics
+from modelserve.model import answers, metrics
 from modelserve.model.csvfile import read_header, score_csv
 from modelserve.model.dataset import FLOAT32_MAX
-from modelserve.model.holdout import held_out
 from modelserve.model.runtime import InputError, Scores
+from modelserve.model.spec import HEADLINE, METRIC_LABELS, TASK_METRICS, ModelSpec, Task
+from modelserve.registry import VersionInfo
 from modelserve.web import charts, error_response, service
 from modelserve.web.app_service import Service
+from modelserve.web.evaluation import Measured, held_rows, rows_to_judge
 from modelserve.web.parsing import BadRequest
+from modelserve.web.predictors import Prediction, Unavailable
 from modelserve.web.uploads import QuotaExceeded, ResultStore, count_rows
 
 blueprint = Blueprint("ui", __name__)
@@ -29,22 +32,45 @@ CHANGES_OF_LIVE_VERSION = ("activate", "rollback", "recover")
 
 @blueprint.route("/", methods=["GET", "POST"])
 def index():
-    """The live model, its metrics and workers, and a form that scores one patient."""
+    """The live model, its metrics and workers, and a form that scores one row."""
     app_service = service()
-    manifest = app_service.active_manifest()
+    spec = app_service.active_spec()
     values, answer, problem, status_code = {}, None, None, 200
     bad_field = None
-    if request.method == "POST" and manifest is not None:
-        values = {name: request.form.get(name, "") for name in app_service.features()}
+    if request.method == "POST" and spec is not None:
+        values = {name: request.form.get(name, "") for name in spec.feature_names}
         try:
-            row = _form_row(values, app_service.features())
-            answer = app_service.predict(row)
+            row = _form_row(values, spec.feature_names)
+            answer = _of_this_model(spec, app_service.predict(row))
         except BadRequest as error:
             problem, status_code = str(error), error.status
             bad_field = getattr(error, "field", None)
-    return render_template("index.html", manifest=manifest, status=app_service.status(),
-                           values=values, answer=answer, problem=problem,
-                           bad_field=bad_field), status_code
+    return render_template("index.html", spec=spec, status=app_service.status(),
+                           values=values, answer=answer, problem=problem, bad_field=bad_field,
+                           shown=_shown(spec, answer), labels=METRIC_LABELS), status_code
+
+
+def _of_this_model(spec: ModelSpec, answer: Prediction) -> Prediction:
+    """The answer, if it has the live model's outputs (not those of a version swapped out)."""
+    if answer.outputs.ndim != 2 or answer.outputs.shape[1] != spec.output.width:
+        raise Unavailable(f"the model changed while answering (now {answer.version}); "
+                          "load the page again")
+    return answer
+
+
+def _shown(spec: ModelSpec | None, answer: Prediction | None) -> str:
+    """The form's answer in words ("" before one is asked for)."""
+    if spec is None or answer is None or len(answer.outputs) == 0:
+        return ""
+    return answers.shown_answer(spec.output, answer.outputs, answer.labels)
+
+
+def _metric_names(spec: ModelSpec | None) -> list[str]:
+    """The task's metrics, the headline one first."""
+    if spec is None:
+        return []
+    headline, _higher_is_better = HEADLINE[spec.task]
+    return [headline, *(name for name in TASK_METRICS[spec.task] if name != headline)]
 
 
 class _FieldError(BadRequest):
@@ -76,26 +102,47 @@ def _form_row(values: dict[str, str], features: list[str]) -> np.ndarray:
 def predictions():
     """The live model's predictions on its held-out rows, beside the truth."""
     app_service = service()
-    manifest = app_service.active_manifest()
-    if manifest is None:
-        return render_template("predictions.html", manifest=None), 200
+    spec = app_service.active_spec()
+    if spec is None:
+        return render_template("predictions.html", spec=None), 200
     try:
-        rows = held_out(app_service.settings.data_dir, manifest)
-    except UserError as error:  # no dataset stored here: still offer the CSV upload
-        return render_template("predictions.html", manifest=manifest, held=None,
-                               problem=str(error)), 200
-    answer = app_service.predict_many(rows.features, app_service.settings.max_request_rows)
+        rows = rows_to_judge(app_service.settings.data_dir, spec)
+    except UserError as error:  # no data stored here, or data of other columns or task
+        return render_template("predictions.html", spec=spec, held=None,
+                               problem=str(error), csv_columns=_csv_columns(spec)), 200
+    answer = _of_this_model(
+        spec, app_service.predict_many(rows.features, app_service.settings.max_request_rows))
+    evaluation = metrics.evaluate_task(spec.task, rows.labels, answer.outputs, spec.threshold)
     return render_template(
         "predictions.html",
-        manifest=manifest,
+        spec=spec,
         held=rows,
         answer=answer,
-        features=app_service.features(),
-        evaluation=metrics.evaluate(rows.labels, answer.probabilities),
-        roc=charts.roc_polyline(rows.labels, answer.probabilities),
-        bars=charts.probability_bars(rows.labels, answer.probabilities),
+        table=held_rows(spec, rows, answer.outputs, answer.labels),
+        features=spec.feature_names,
+        evaluation=evaluation,
+        metric_names=_metric_names(spec),
+        labels=METRIC_LABELS,
+        csv_columns=_csv_columns(spec),
         chart=charts,
+        **_charts(spec.task, rows.labels, answer.outputs, evaluation),
     )
+
+
+def _charts(task: Task, truth: np.ndarray, outputs: np.ndarray, evaluation: dict) -> dict:
+    """The charts that fit the task, by the names the template draws them under."""
+    if task is Task.BINARY:
+        return {"roc": charts.roc_polyline(truth, outputs[:, 0]),
+                "bars": charts.probability_bars(truth, outputs[:, 0])}
+    if task is Task.MULTICLASS:
+        return {"cells": charts.confusion_cells(evaluation["confusion_matrix"])}
+    return {"scatter": charts.scatter(truth, outputs[:, 0]),
+            "residuals": charts.residual_bars(truth, outputs[:, 0])}
+
+
+def _csv_columns(spec: ModelSpec) -> list[str]:
+    """The columns a scored upload has, for the upload form's description."""
+    return [*answers.csv_columns(spec.output), "model_version"]
 
 
 @blueprint.post("/predictions/upload")
@@ -165,12 +212,16 @@ class _Scorer:
 
     def __init__(self, app_service: Service):
         self._service = app_service
-        self.features = app_service.features()
+        self.features = app_service.features()  # refuses (503) when no model is active
+        spec = app_service.active_spec()
+        if spec is None:  # deactivated in between
+            raise Unavailable("no model is active yet")
+        self.spec = spec  # its output says which columns a scored row gets
 
     def score(self, rows: np.ndarray) -> Scores:
         """Score one block of the file in request-sized chunks."""
         answer = self._service.predict_many(rows, self._service.settings.max_request_rows)
-        return Scores(answer.probabilities, answer.labels, answer.version)
+        return Scores(answer.outputs, answer.labels, answer.version)
 
 
 @blueprint.get("/predictions/results/<result_id>.csv")
@@ -187,27 +238,43 @@ def download(result_id: str):
 
 @blueprint.get("/accuracy")
 def accuracy():
-    """Every version's accuracy, and the live model's accuracy over time."""
+    """Every version's headline metric, and the live model's over time."""
     app_service = service()
     book = app_service.accuracy_book
     versions = app_service.registry.list_versions()
-    measured = {info.version: book.accuracy(info) for info in versions}
+    measured = {info.version: book.headline(info) for info in versions}
+    metric = _page_metric(versions)
     activations = [e for e in app_service.registry.history()
                    if e.get("action") in CHANGES_OF_LIVE_VERSION and e.get("version") in measured]
+    line, scale = _timeline(activations, measured, metric)
+    label = METRIC_LABELS.get(metric, metric)
     return render_template("accuracy.html", versions=versions, measured=measured,
-                           activations=activations,
-                           line=_timeline(activations, measured), chart=charts)
+                           activations=activations, metric=metric, labels=METRIC_LABELS,
+                           title=label[:1].upper() + label[1:], line=line, scale=scale,
+                           chart=charts)
 
 
-def _timeline(activations: list[dict], measured: dict[str, float | None]) -> str:
-    """The live model's accuracy as a step line over the activation times."""
-    points = [(datetime.fromisoformat(e["at"]).timestamp(), value)
-              for e in activations if (value := measured.get(e["version"])) is not None]
+def _page_metric(versions: list[VersionInfo]) -> str:
+    """The metric the page is about: the live version's headline (else the first listed's)."""
+    ordered = sorted(versions, key=lambda info: not info.active)
+    for info in ordered:
+        if info.spec is not None:
+            return HEADLINE[info.spec.task][0]
+    return "accuracy"
+
+
+def _timeline(activations: list[dict], measured: dict[str, Measured],
+              metric: str) -> tuple[str, charts.Scale]:
+    """The live model's metric as a step line over the activation times, and its scale."""
+    points = [(datetime.fromisoformat(e["at"]).timestamp(), m.value)
+              for e in activations
+              if (m := measured[e["version"]]).metric == metric and m.value is not None]
     if not points:
-        return ""
+        return "", charts.ACCURACY_SCALE
+    scale = charts.metric_scale(metric, [value for _, value in points])
     start, end = points[0][0], max(points[-1][0], points[0][0] + 1)
     scaled = [((t - start) / (end - start), value) for t, value in points]
-    return charts.timeline_polyline([*scaled, (1.0, scaled[-1][1])])
+    return charts.timeline_polyline([*scaled, (1.0, scaled[-1][1])], scale), scale
 
 
 @blueprint.get("/models")
@@ -216,4 +283,5 @@ def models():
     app_service = service()
     history = list(reversed(app_service.registry.history()))
     return render_template("models.html", versions=app_service.registry.list_versions(),
-                           history=history, active=app_service.registry.active_version())
+                           history=history, active=app_service.registry.active_version(),
+                           labels=METRIC_LABELS)

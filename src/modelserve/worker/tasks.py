@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import replace
 
 from celery import Celery, Task
 from celery.signals import worker_ready
@@ -19,7 +20,7 @@ from modelserve.worker.app import PREDICT_TASK, broker_connection
 log = logging.getLogger(__name__)
 
 
-def score_batch(active: ActiveModel, rows: str, n_features: int) -> dict:
+def score_batch(active: ActiveModel, rows: str, n_features: int) -> wire.Reply:
     """Score packed rows with the active model; a refusal becomes an error reply, not a crash."""
     try:
         runtime = active.current()
@@ -27,15 +28,11 @@ def score_batch(active: ActiveModel, rows: str, n_features: int) -> dict:
             raise ValueError(f"the model takes {len(runtime.features)} features, not {n_features}")
         scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
     except (UserError, ValueError) as error:  # binascii.Error is a ValueError too
-        return {"error": str(error)}
+        return wire.Reply(error=str(error))
     except Exception:  # a bug or a damaged file: the callers hear it now, not at their deadline
         log.exception("scoring a batch failed")
-        return {"error": "the worker failed to score this batch (its log has the details)"}
-    return {
-        "version": scores.version,
-        "probabilities": wire.encode(scores.probabilities, wire.PROBABILITIES),
-        "labels": wire.encode(scores.labels, wire.LABELS),
-    }
+        return wire.Reply(error="the worker failed to score this batch (its log has the details)")
+    return wire.Reply(scores.version, scores.outputs, scores.labels)
 
 
 class Replier:
@@ -76,8 +73,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name=PREDICT_TASK, bind=True, ignore_result=True)
     def predict_batch(self: Task, rows: str, n_features: int) -> None:
         """Score one batch (rows of many requests) and reply to the sender."""
-        body = score_batch(active, rows, n_features)
-        body["worker"] = worker_name
-        body["redelivered"] = bool((self.request.delivery_info or {}).get("redelivered"))
+        reply = replace(score_batch(active, rows, n_features), worker=worker_name,
+                        redelivered=bool((self.request.delivery_info or {}).get("redelivered")))
         if self.request.reply_to:
-            replier.send(self.request.reply_to, self.request.correlation_id, body)
+            replier.send(self.request.reply_to, self.request.correlation_id, reply.to_body())
