@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from tiers import needs
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
 from serving.stack_helpers import RunningStack, start_stack
+from serving.task_stack import TaskStack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -106,3 +108,23 @@ def as_json(response) -> dict:
 
 
 __all__ = ["RunningStack", "as_json", "expected", "prepare_home", "version_of_seed"]
+
+
+@pytest.fixture(scope="session")
+@needs("model training")
+def task_models(tmp_path_factory) -> TaskStack:
+    """A home with an iris and a diabetes model trained for a few epochs, iris live."""
+    return TaskStack(tmp_path_factory.mktemp("tasks"))
+
+
+@pytest.fixture(scope="session")
+@needs("the serving stack (RabbitMQ, Celery workers, gunicorn)")
+def task_stack(task_models: TaskStack) -> Iterator[TaskStack]:
+    """One stack over that home for the pages' and tritonclient's task tests."""
+    running = start_stack(task_models.home, "--workers", "1")
+    try:
+        running.wait_ready(workers=1)
+        task_models.running = running
+        yield task_models
+    finally:
+        running.stop()

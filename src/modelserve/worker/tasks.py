@@ -8,7 +8,7 @@ import socket
 from dataclasses import replace
 
 from celery import Celery, Task
-from celery.signals import worker_ready
+from celery.signals import worker_init
 from kombu import Producer
 
 from modelserve.config import Settings
@@ -62,9 +62,10 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     replier = Replier(settings)
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
-    @worker_ready.connect(weak=False)
+    @worker_init.connect(weak=False)
     def preload(**_kwargs) -> None:
-        """Load the active model before the first task, so no request pays for it."""
+        """Load the active model before consuming: no request pays for it, and readiness
+        counts a worker only once it can answer (a Keras model takes seconds to load)."""
         try:
             active.current()
         except NoActiveModel as error:
