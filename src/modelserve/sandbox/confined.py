@@ -66,14 +66,19 @@ def convert_legacy_confined(architecture: Path, weights: Path, dataset: Path,
                                        DATASET: Path(dataset)}
     answer = _run("convert", request, inputs, {*BUNDLE_FILES, PLAN_FILE}, JOB_LIMITS["convert"],
                   Path(architecture))
+    _write_bundle(answer, out, "the conversion")
+    return protocol.from_json(ConvertResult, answer.result)
+
+
+def _write_bundle(answer: protocol.Answer, out: Path, job: str) -> None:
+    """Write the bundle a job made (its two files, and the plan when one was derived)."""
     if not set(BUNDLE_FILES) <= set(answer.files):
-        raise SandboxError("the conversion gave no bundle")
+        raise SandboxError(f"{job} gave no bundle")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in answer.files:  # the bundle's two files, and the plan when one was derived
+    for name in answer.files:
         atomic_write_bytes(out / name, answer.files[name])
         (out / name).chmod(0o644)
-    return protocol.from_json(ConvertResult, answer.result)
 
 
 def import_keras_confined(model_path: Path, table: Table, out: Path, *, data_shown: str,
@@ -92,13 +97,7 @@ def import_keras_confined(model_path: Path, table: Table, out: Path, *, data_sho
     inputs: dict[str, bytes | Path] = {jobs.KERAS_FILE: Path(model_path), **arrays}
     answer = _run("import", request, inputs, {*BUNDLE_FILES, PLAN_FILE}, JOB_LIMITS["import"],
                   Path(model_path))
-    if not set(BUNDLE_FILES) <= set(answer.files):
-        raise SandboxError("the import gave no bundle")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in answer.files:  # the bundle's two files, and the plan when one was derived
-        atomic_write_bytes(out / name, answer.files[name])
-        (out / name).chmod(0o644)
+    _write_bundle(answer, out, "the import")
     return protocol.from_json(protocol.ImportResult, answer.result)
 
 

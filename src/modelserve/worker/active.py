@@ -24,10 +24,9 @@ class ActiveModel:
     keeps the version it has, or, having none, loads the most recent earlier activation that
     loads, and logs which version failed and why.
 
-    A version with a numpy plan loads in milliseconds, within the batch that sees the switch.
-    One that runs through Keras takes seconds (TensorFlow, then the traced graph): it loads in
-    the background while the process keeps answering with the version it has, so a switch to
-    it never makes callers wait past their deadline.
+    The batch that sees a switch loads the new version before it is answered (a plan:
+    milliseconds; a Keras graph: seconds, TensorFlow included), so that no answer comes from
+    the old version once the switch is made: `live` after a push means live in every worker.
     """
 
     def __init__(self, registry_dir: Path):
@@ -35,8 +34,6 @@ class ActiveModel:
         self._lock = threading.Lock()
         self._runtime: ModelRuntime | None = None
         self._failed: str | None = None  # a version that failed to load; not retried each batch
-        self._pending: str | None = None  # a version loading in the background
-        self._pending_lock = threading.Lock()  # not _lock: that one is held while loading
         self.problem: str | None = None
 
     def current(self) -> ModelRuntime:
@@ -51,36 +48,8 @@ class ActiveModel:
                 "no model is active: run `modelserve train --activate`, or "
                 "`modelserve model import-legacy model.json model.h5 --activate`"
             )
-        if runtime is not None and not self._loads_quickly(version):
-            self._load_in_background(version)
-            return runtime  # until the new version is ready
         with self._lock:
             return self._load(version)
-
-    def _loads_quickly(self, version: str) -> bool:
-        """Tell whether a version has its plan (no TensorFlow needed to serve it)."""
-        try:
-            return self._registry.get(version).runtime == "plan"
-        except UserError:  # gone or unreadable: _load says so, in this very batch
-            return True
-
-    def _load_in_background(self, version: str) -> None:
-        """Start loading a version in a thread of its own, once."""
-        with self._pending_lock:
-            if self._pending == version:
-                return
-            self._pending = version
-        threading.Thread(target=self._load_pending, args=(version,), name=f"load-{version}",
-                         daemon=True).start()
-
-    def _load_pending(self, version: str) -> None:
-        """Load the pending version, then serve it (or keep the old one, saying why)."""
-        try:
-            with self._lock:
-                self._load(version)
-        finally:
-            with self._pending_lock:
-                self._pending = None
 
     def _load(self, version: str) -> ModelRuntime:
         """Load a version; on failure keep what is loaded, or load an earlier one, and say why."""
