@@ -96,7 +96,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(part.strip() for part in text.split(","))
 
 
-def import_table(settings: Settings, data_path: Path | None, label: str | None,
+def _evaluation_table(settings: Settings, data_path: Path | None, label: str | None,
                  task: Task | None, features: str | None, classes: str | None) -> Table:
     """The rows a model is evaluated on: the given CSV (by its header), or the stored dataset."""
     if label is not None and data_path is not None:
@@ -146,7 +146,7 @@ def import_command(
     if label is not None and data_path is None:
         raise click.UsageError("--label needs --data (the stored dataset knows its label)")
     refuse_non_archive(keras_file)
-    table = import_table(settings, data_path, label, task, features, classes)
+    table = _evaluation_table(settings, data_path, label, task, features, classes)
     shown = str(data_path) if data_path is not None else "the stored dataset"
     with bundle_destination(out) as bundle:
         result = import_keras_confined(keras_file, table, bundle, data_shown=shown, seed=seed,
