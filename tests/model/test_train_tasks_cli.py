@@ -19,7 +19,7 @@ from modelserve.model.table import split_table
 
 pytestmark = pytest.mark.slow  # TensorFlow training
 
-EPOCHS = ("--epochs", "25", "--batch-size", "16", "--learning-rate", "0.01")
+EPOCHS = ("--epochs", "10", "--batch-size", "16", "--learning-rate", "0.01")
 
 
 def train(home: Path, out: Path, *extra: str) -> Result:
