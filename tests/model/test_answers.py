@@ -63,23 +63,19 @@ def test_v1_answers_per_task():
         "task": "regression", "values": [151.25, -3.5, 0.0]}
 
 
-def test_csv_columns_cells_and_arrays_agree():
-    """Each task's columns; the cells and the vectorized arrays hold the same answers."""
+def test_csv_columns_and_their_arrays_per_task():
+    """Each task's columns, and one array per column holding that column's answers."""
     assert answers.csv_columns(BINARY) == ("probability", "label")
     assert answers.csv_columns(IRIS) == ("p_setosa", "p_versicolor", "p_virginica", "label")
     assert answers.csv_columns(VALUE) == ("value",)
-    for output, outputs in ((BINARY, PROBABILITIES), (IRIS, PER_CLASS), (VALUE, VALUES)):
-        labels = answers.labels_for(output, outputs)
-        arrays = answers.csv_arrays(output, outputs, labels)
-        cells = answers.csv_cells(output, outputs, labels)
-        assert len(arrays) == len(answers.csv_columns(output)) == len(cells[0])
-        assert all(len(array) == len(outputs) for array in arrays)
-        for column, array in enumerate(arrays):
-            shown = [row[column] for row in cells]
-            if array.dtype.kind == "f":
-                np.testing.assert_allclose(np.float32(shown), array, atol=1e-6)
-            else:
-                assert [str(v) for v in shown] == [str(v) for v in array.tolist()]
+    probability, label = answers.csv_arrays(BINARY, PROBABILITIES,
+                                            answers.labels_for(BINARY, PROBABILITIES))
+    np.testing.assert_array_equal(probability, PROBABILITIES[:, 0])
+    assert label.tolist() == [0, 1, 1]
+    *per_class, _names = answers.csv_arrays(IRIS, PER_CLASS, answers.labels_for(IRIS, PER_CLASS))
+    np.testing.assert_array_equal(np.stack(per_class, axis=1), PER_CLASS)
+    (value,) = answers.csv_arrays(VALUE, VALUES, np.zeros(0, np.int8))
+    np.testing.assert_array_equal(value, VALUES[:, 0])
     iris_labels = answers.csv_arrays(IRIS, PER_CLASS, answers.labels_for(IRIS, PER_CLASS))[-1]
     assert iris_labels.tolist() == ["setosa", "virginica", "versicolor"]
 

@@ -7,7 +7,6 @@ apart in one place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,16 +79,6 @@ def csv_columns(output: Output) -> tuple[str, ...]:
     if output.task is Task.MULTICLASS:
         return (*(f"p_{name}" for name in output.classes), "label")
     return ("value",)
-
-
-def csv_cells(output: Output, outputs: np.ndarray, labels: np.ndarray) -> list[Sequence[Any]]:
-    """Each row's answer cells, in csv_columns order."""
-    if output.task is Task.BINARY:
-        return [(f"{p:.6f}", int(label)) for p, label in zip(outputs[:, 0], labels, strict=True)]
-    if output.task is Task.MULTICLASS:
-        return [(*(f"{p:.6f}" for p in row), output.classes[label])
-                for row, label in zip(outputs, labels.tolist(), strict=True)]
-    return [(f"{float(v):.6g}",) for v in outputs[:, 0]]
 
 
 def csv_arrays(output: Output, outputs: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:

@@ -222,34 +222,31 @@ def _store(data: bytes, source: str, data_dir: Path) -> dict:
 
 def import_table(source: Path, data_dir: Path, label: str, task: Task | None = None) -> Table:
     """Validate a CSV with a header row and store it as the dataset to train on."""
-    source = Path(source)
-    if not source.is_file():
-        raise DatasetError(f"{source}: no such file")
-    if source.stat().st_size > MAX_DOWNLOAD_BYTES:  # the size before the contents
-        raise DatasetError(f"{source}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB")
-    data = source.read_bytes()
-    table = _checked_table(data, str(source), label, task)
-    digest = hashlib.sha256(data).hexdigest()
+    data, table = _read_table(Path(source), label, task)
     record: dict[str, object] = {
         "file": TABLE_FILE, "kind": "table", "label": table.label, "task": table.task.value,
         "features": list(table.feature_names), "classes": list(table.classes),
-        "sha256": digest, "rows": table.rows, "source": str(source),
+        "sha256": table.sha256, "rows": table.rows, "source": table.source,
         "stored_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _keep(data, record, data_dir, drop=DATA_FILE)
-    return replace(table, sha256=digest, source=str(source))
+    _keep(data, record, data_dir, drop=DATA_FILE)  # the very bytes that were validated
+    return table
 
 
 def parse_table_file(path: Path, label: str, task: Task | None = None) -> Table:
     """Read a header CSV (not stored) as a Table, with its sha256."""
-    path = Path(path)
+    return _read_table(Path(path), label, task)[1]
+
+
+def _read_table(path: Path, label: str, task: Task | None) -> tuple[bytes, Table]:
+    """A header CSV's bytes (its size checked before they are read) and its checked Table."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
     if path.stat().st_size > MAX_DOWNLOAD_BYTES:
         raise DatasetError(f"{path}: larger than {MAX_DOWNLOAD_BYTES >> 20} MiB")
     data = path.read_bytes()
-    return replace(_checked_table(data, str(path), label, task),
-                   sha256=hashlib.sha256(data).hexdigest(), source=str(path))
+    table = _checked_table(data, str(path), label, task)
+    return data, replace(table, sha256=hashlib.sha256(data).hexdigest(), source=str(path))
 
 
 def _checked_table(data: bytes, source: str, label: str, task: Task | None) -> Table:

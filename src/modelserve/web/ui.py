@@ -14,7 +14,7 @@ from flask import Blueprint, abort, render_template, request, send_file, session
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.model import answers, metrics
-from modelserve.model.csvfile import read_header, score_csv
+from modelserve.model.csvfile import output_columns, read_header, score_csv
 from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, Scores
 from modelserve.model.spec import HEADLINE, METRIC_LABELS, TASK_METRICS, ModelSpec, Task
@@ -109,7 +109,7 @@ def predictions():
         rows = rows_to_judge(app_service.settings.data_dir, spec)
     except UserError as error:  # no data stored here, or data of other columns or task
         return render_template("predictions.html", spec=spec, held=None,
-                               problem=str(error), csv_columns=_csv_columns(spec)), 200
+                               problem=str(error), csv_columns=output_columns(spec.output)), 200
     answer = _of_this_model(
         spec, app_service.predict_many(rows.features, app_service.settings.max_request_rows))
     evaluation = metrics.evaluate_task(spec.task, rows.labels, answer.outputs, spec.threshold)
@@ -123,7 +123,7 @@ def predictions():
         evaluation=evaluation,
         metric_names=_metric_names(spec),
         labels=METRIC_LABELS,
-        csv_columns=_csv_columns(spec),
+        csv_columns=output_columns(spec.output),
         chart=charts,
         **_charts(spec.task, rows.labels, answer.outputs, evaluation),
     )
@@ -138,11 +138,6 @@ def _charts(task: Task, truth: np.ndarray, outputs: np.ndarray, evaluation: dict
         return {"cells": charts.confusion_cells(evaluation["confusion_matrix"])}
     return {"scatter": charts.scatter(truth, outputs[:, 0]),
             "residuals": charts.residual_bars(truth, outputs[:, 0])}
-
-
-def _csv_columns(spec: ModelSpec) -> list[str]:
-    """The columns a scored upload has, for the upload form's description."""
-    return [*answers.csv_columns(spec.output), "model_version"]
 
 
 @blueprint.post("/predictions/upload")
