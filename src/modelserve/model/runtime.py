@@ -86,7 +86,6 @@ class ModelRuntime:
         self.spec = spec
         self.version = spec.version
         self.features = spec.feature_names
-        self.threshold = spec.threshold
         self.kind = kind
         self._predict = predict
 

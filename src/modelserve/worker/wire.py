@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 ROWS = np.dtype("<f4")
-OUTPUTS = PROBABILITIES = np.dtype("<f4")
+OUTPUTS = np.dtype("<f4")
 LABELS = np.dtype("i1")
 
 
