@@ -18,6 +18,7 @@ from modelserve.model.dataset import (
     load_table,
     parse_table_file,
     stored_dataset,
+    stores_table,
 )
 from modelserve.model.metrics import format_value
 from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, Task
@@ -77,8 +78,9 @@ def training_table(settings: Settings, path: Path | None, label: str | None,
         raise click.UsageError("--task needs --label")
     if path is not None:
         return load_dataset(path)
-    table = load_table(settings.data_dir)
-    return load_dataset(stored_dataset(settings.data_dir)) if not table.header else table
+    if stores_table(settings.data_dir):
+        return load_table(settings.data_dir)
+    return load_dataset(stored_dataset(settings.data_dir))  # parsed once, as the Pima file
 
 
 @contextmanager

@@ -267,10 +267,10 @@ def load_table(data_dir: Path, path: Path | None = None) -> Table:
     """The stored dataset (or the headerless Pima file at `path`) as a Table of any task."""
     if path is not None:
         return table_from_dataset(load_dataset(path))
+    if not stores_table(data_dir):
+        return table_from_dataset(load_dataset(stored_dataset(data_dir)))
     record = _stored_record(Path(data_dir))
     table_path = Path(data_dir) / TABLE_FILE
-    if record.get("kind") != "table" or not table_path.is_file():
-        return table_from_dataset(load_dataset(stored_dataset(data_dir)))
     data = table_path.read_bytes()
     try:
         task = Task(str(record.get("task")))
@@ -280,6 +280,12 @@ def load_table(data_dir: Path, path: Path | None = None) -> Table:
     table = _checked_table(data, str(table_path), str(record.get("label")), task)
     return replace(table, sha256=hashlib.sha256(data).hexdigest(),
                    source=str(record.get("source", table_path)))
+
+
+def stores_table(data_dir: Path) -> bool:
+    """Tell whether the stored dataset is a header CSV (`data import --label`), not Pima's."""
+    return (_stored_record(Path(data_dir)).get("kind") == "table"
+            and (Path(data_dir) / TABLE_FILE).is_file())
 
 
 def _stored_record(data_dir: Path) -> dict:
