@@ -9,11 +9,14 @@ through the whole stack and a browser: tests/serving/test_pages.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
 
 import numpy as np
 import pytest
+from flask import Flask
 from sklearn.metrics import accuracy_score, confusion_matrix, mean_squared_error
 from tabular import write_table
 
@@ -78,9 +81,14 @@ def diabetes(tmp_path_factory: pytest.TempPathFactory) -> Served:
     return Served(tmp_path_factory.mktemp("diabetes"), "regression")
 
 
-def client_of(served: Served):
-    """A test client of the app as gunicorn would serve it, scoring in-process."""
-    return create_app(served.settings, inline=True)
+@contextmanager
+def app_of(served: Served) -> Iterator[Flask]:
+    """The app as gunicorn would serve it, scoring in-process; its predictor closed after."""
+    app = create_app(served.settings, inline=True)
+    try:
+        yield app
+    finally:
+        app.extensions["modelserve"].close()
 
 
 def text_of(html: str, element_id: str) -> str:
@@ -110,9 +118,8 @@ def post_form(client, served: Served, row) -> str:
 def test_every_page_answers_for_the_task(request, task):
     """/, /predictions, /accuracy and /models: 200, no traceback, the model's own features."""
     served: Served = request.getfixturevalue(task)
-    app = client_of(served)
-    client = app.test_client()
-    try:
+    with app_of(served) as app:
+        client = app.test_client()
         for path in ("/", "/predictions", "/accuracy", "/models"):
             page = client.get(path)
             assert page.status_code == 200, (path, page.data[:600])
@@ -123,18 +130,13 @@ def test_every_page_answers_for_the_task(request, task):
         assert text_of(form, "task") == served.spec.task.value
         models = client.get("/models").get_data(as_text=True)
         assert f'<td class="task">{served.spec.task.value}</td>' in models
-    finally:
-        app.extensions["modelserve"].close()
 
 
 def test_iris_form_answers_the_class_keras_gives_with_each_probability(iris):
     """The form: the likeliest species by name and every class's probability, as Keras."""
-    app = client_of(iris)
-    try:
+    with app_of(iris) as app:
         row = iris.held().features[0].tolist()
         page = post_form(app.test_client(), iris, row)
-    finally:
-        app.extensions["modelserve"].close()
     want = iris.keras([row])[0]
     classes = iris.spec.output.classes
     assert text_of(page, "label") == classes[int(want.argmax())]
@@ -147,11 +149,8 @@ def test_iris_form_answers_the_class_keras_gives_with_each_probability(iris):
 
 def test_iris_summary_shows_the_tasks_metrics(iris):
     """The model summary lists accuracy, macro F1 and log loss, not ROC AUC."""
-    app = client_of(iris)
-    try:
+    with app_of(iris) as app:
         page = app.test_client().get("/").get_data(as_text=True)
-    finally:
-        app.extensions["modelserve"].close()
     assert "macro F1" in page and "ROC AUC" not in page
     assert text_of(page, "metric-accuracy") == f"{iris.spec.metrics.values['accuracy']:.4f}"
     assert text_of(page, "metric-macro_f1") == f"{iris.spec.metrics.values['macro_f1']:.4f}"
@@ -162,11 +161,8 @@ def test_iris_predictions_show_the_confusion_matrix_scikit_learn_computes(iris):
     held = iris.held()
     outputs = iris.keras(held.features)
     predicted = outputs.argmax(axis=1)
-    app = client_of(iris)
-    try:
+    with app_of(iris) as app:
         page = app.test_client().get("/predictions").get_data(as_text=True)
-    finally:
-        app.extensions["modelserve"].close()
     table = page[page.index('id="confusion"'):page.index("</table>", page.index('id="confusion"'))]
     counts = [int(c) for c in re.findall(r"<td [^>]*>(\d+)</td>", table)]
     assert counts == confusion_matrix(held.labels, predicted, labels=[0, 1, 2]).ravel().tolist()
@@ -182,12 +178,9 @@ def test_iris_predictions_show_the_confusion_matrix_scikit_learn_computes(iris):
 
 def test_diabetes_form_answers_the_value_keras_gives(diabetes):
     """The form: one number, the progression Keras predicts."""
-    app = client_of(diabetes)
-    try:
+    with app_of(diabetes) as app:
         row = diabetes.held().features[0].tolist()
         page = post_form(app.test_client(), diabetes, row)
-    finally:
-        app.extensions["modelserve"].close()
     want = float(diabetes.keras([row])[0, 0])
     assert float(text_of(page, "value")) == pytest.approx(want, rel=1e-5)
     assert 'id="probability"' not in page and 'id="label"' not in page
@@ -197,11 +190,8 @@ def test_diabetes_predictions_show_scatter_residuals_and_rmse(diabetes):
     """/predictions: scikit-learn's RMSE, a point per row, the y = x line, residuals."""
     held = diabetes.held()
     predicted = diabetes.keras(held.features)[:, 0]
-    app = client_of(diabetes)
-    try:
+    with app_of(diabetes) as app:
         page = app.test_client().get("/predictions").get_data(as_text=True)
-    finally:
-        app.extensions["modelserve"].close()
     rmse = float(np.sqrt(mean_squared_error(held.labels, predicted)))
     assert float(text_of(page, "rmse")) == pytest.approx(rmse, abs=1e-3)
     assert "accuracy" not in page.lower().split("<main>")[1].split('id="rows"')[0]
@@ -220,11 +210,8 @@ def test_diabetes_accuracy_page_is_about_rmse(diabetes):
     """/accuracy measures RMSE, labels the page and the timeline with it, on the values' scale."""
     held = diabetes.held()
     rmse = float(np.sqrt(mean_squared_error(held.labels, diabetes.keras(held.features)[:, 0])))
-    app = client_of(diabetes)
-    try:
+    with app_of(diabetes) as app:
         page = app.test_client().get("/accuracy").get_data(as_text=True)
-    finally:
-        app.extensions["modelserve"].close()
     assert text_of(page, "page-metric") == "RMSE of every model version"
     row = page[page.index(f'data-version="{diabetes.version}"'):]
     measured = re.search(r'<td class="measured"[^>]*>([^<]+)</td>', row)
@@ -238,13 +225,12 @@ def test_diabetes_accuracy_page_is_about_rmse(diabetes):
 def test_data_of_other_columns_is_a_note_not_a_failure(iris, pima_csv: Path):
     """The Pima file stored under an iris model: /predictions says so, /accuracy shows "-"."""
     import_dataset(pima_csv, iris.settings.data_dir)
-    app = client_of(iris)
-    client = app.test_client()
     try:
-        predictions = client.get("/predictions")
-        accuracy = client.get("/accuracy")
+        with app_of(iris) as app:
+            client = app.test_client()
+            predictions = client.get("/predictions")
+            accuracy = client.get("/accuracy")
     finally:
-        app.extensions["modelserve"].close()
         import_table(iris.csv, iris.settings.data_dir, iris.label)
     assert predictions.status_code == 200 and accuracy.status_code == 200
     note = text_of(predictions.get_data(as_text=True), "no-data")
