@@ -128,15 +128,21 @@ def probability_bars(labels: np.ndarray, probabilities: np.ndarray, bins: int = 
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = [np.histogram(np.asarray(probabilities)[np.asarray(labels) == c], edges)[0]
               for c in (0, 1)]
-    tallest = max(int(max(c.max() for c in counts)), 1)
+    return _histogram_bars(counts, bins)
+
+
+def _histogram_bars(series: Sequence[np.ndarray], bins: int) -> list[Bar]:
+    """Bars of per-bin counts, the series side by side within each bin (labelled by index)."""
+    tallest = max(int(max(counts.max() for counts in series)), 1)
     slot = (WIDTH - 2 * MARGIN) / bins
+    share = slot / len(series)
     bars = []
-    for cls, class_counts in enumerate(counts):
-        for i, count in enumerate(class_counts.tolist()):
+    for label, counts in enumerate(series):
+        for i, count in enumerate(counts.tolist()):
             height = count / tallest * (HEIGHT - 2 * MARGIN)
-            x = MARGIN + i * slot + cls * slot / 2
-            bars.append(Bar(round(x, 1), round(HEIGHT - MARGIN - height, 1), round(slot / 2 - 1, 1),
-                            round(height, 1), count, cls))
+            x = MARGIN + i * slot + label * share
+            bars.append(Bar(round(x, 1), round(HEIGHT - MARGIN - height, 1), round(share - 1, 1),
+                            round(height, 1), count, label))
     return bars
 
 
@@ -187,14 +193,7 @@ def residual_bars(actual: np.ndarray, predicted: np.ndarray, bins: int = 21) -> 
     reach = reach * (1 + PAD) if reach > 0 else 1.0
     scale = Scale(-reach, reach)
     counts = np.histogram(residuals, np.linspace(-reach, reach, bins + 1))[0]
-    tallest = max(int(counts.max()), 1)
-    slot = (WIDTH - 2 * MARGIN) / bins
-    bars = []
-    for i, count in enumerate(counts.tolist()):
-        height = count / tallest * (HEIGHT - 2 * MARGIN)
-        bars.append(Bar(round(MARGIN + i * slot, 1), round(HEIGHT - MARGIN - height, 1),
-                        round(slot - 1, 1), round(height, 1), count, 0))
-    return Histogram(bars, scale, _x(0.5))
+    return Histogram(_histogram_bars([counts], bins), scale, _x(0.5))
 
 
 def metric_scale(metric: str, values: Sequence[float]) -> Scale:
