@@ -29,7 +29,12 @@ class Settings:
     broker_cert: str = ""
     broker_key: str = ""
     queue: str = "modelserve.predict"
+    # The home's default model: where a one-model home keeps it, what /api/v1/predict serves.
     model_name: str = "diabetes"
+    # Models with a queue (and workers) of their own: `modelserve worker --models a,b`.
+    own_queues: str = ""
+    # Models a worker keeps loaded at once; the least recently used is dropped beyond it.
+    max_loaded_models: int = 8
     batch_window_ms: float = 0.0
     max_batch_rows: int = 1024
     max_inflight_batches: int = 4
@@ -55,6 +60,16 @@ class Settings:
     def registry_dir(self) -> Path:
         """The versioned model store."""
         return self.home / "registry"
+
+    def model_data_dir(self, name: str) -> Path:
+        """A model's stored dataset: data/ for the default model (as a one-model home has
+        it), data/models/<name>/ for any other."""
+        return self.data_dir if name == self.model_name else self.data_dir / "models" / name
+
+    @property
+    def own_queue_models(self) -> frozenset[str]:
+        """The models named in MODELSERVE_OWN_QUEUES."""
+        return frozenset(name.strip() for name in self.own_queues.split(",") if name.strip())
 
     @property
     def results_dir(self) -> Path:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from modelserve.registry import Registry
+from modelserve.registry.catalog import Catalog
 from modelserve.worker import wire
-from modelserve.worker.active import ActiveModel
+from modelserve.worker.active import ServedModels
 from modelserve.worker.tasks import score_batch
 
 
@@ -50,36 +51,36 @@ def test_a_reply_no_worker_would_send_is_refused(body):
 
 
 @pytest.fixture
-def active(tmp_path: Path, legacy_bundle: Path) -> ActiveModel:
+def active(tmp_path: Path, legacy_bundle: Path) -> ServedModels:
     """A registry with the seed model active."""
     registry = Registry(tmp_path / "registry")
     version = registry.add(legacy_bundle, source="test").version
     registry.activate(version, source="test")
-    return ActiveModel(tmp_path / "registry")
+    return ServedModels(Catalog(tmp_path / "registry"), capacity=2)
 
 
 @pytest.mark.slow  # root: the seed model is checked in the sandbox
 def test_a_worker_answers_a_bad_message_with_an_error_not_a_crash(active, dataset):
     """Wrong feature count or a corrupt payload: an error reply; a good batch: answers."""
     good = wire.encode(dataset.features[:3], wire.ROWS)
-    answer = wire.Reply.from_body(score_batch(active, good, 8).to_body())
+    answer = wire.Reply.from_body(score_batch(active, "", good, 8).to_body())
     assert answer.outputs.shape == (3, 1) and len(answer.labels) == 3 and not answer.error
-    assert "takes 8 features" in score_batch(active, good, 7).error
-    assert score_batch(active, "%%%", 8).error
+    assert "takes 8 features" in score_batch(active, "", good, 7).error
+    assert score_batch(active, "", "%%%", 8).error
     nan_row = wire.encode(np.full((1, 8), np.nan, np.float32), wire.ROWS)
-    assert "not a finite number" in score_batch(active, nan_row, 8).error
+    assert "not a finite number" in score_batch(active, "", nan_row, 8).error
 
 
 class _BrokenModel:
     """An active model whose loading fails in a way nobody planned for."""
 
-    def current(self):
+    def current(self, name):
         raise RuntimeError("zipfile exploded")
 
 
 def test_an_unexpected_failure_is_an_error_reply_and_a_logged_traceback(caplog, dataset):
     """Not only refusals: any failure answers the callers at once (503), never at the deadline."""
-    answer = score_batch(_BrokenModel(), wire.encode(dataset.features[:1], wire.ROWS), 8)
+    answer = score_batch(_BrokenModel(), "", wire.encode(dataset.features[:1], wire.ROWS), 8)
     assert answer.error == "the worker failed to score this batch (its log has the details)"
     assert wire.Reply.from_body(answer.to_body()).error == answer.error
     assert "zipfile exploded" in caplog.text and "Traceback" in caplog.text

@@ -13,6 +13,7 @@ import click
 from modelserve.auth.policy import AuthMode, parse_mode, resolve_mode
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.registry.catalog import check_name
 from modelserve.stack.up import (
     Stack,
     StackOptions,
@@ -106,22 +107,37 @@ def _announce(stack: Stack, settings: Settings) -> None:
         click.echo(f"not ready yet: {status}")
 
 
+def own_queue_models(settings: Settings, model_list: str) -> tuple[str, ...]:
+    """The models of `worker --models`, each checked to have its own queue."""
+    models = tuple(check_name(name.strip()) for name in model_list.split(",") if name.strip())
+    shared = [name for name in models if name not in settings.own_queue_models]
+    if shared:
+        raise UserError(f"{', '.join(shared)}: not in MODELSERVE_OWN_QUEUES, so the web sends "
+                        "their requests to the shared queue; add them there (on the web too)")
+    return models
+
+
 @click.command()
 @click.option("--name", default="w1", help="Worker name, unique on this host.")
+@click.option("--models", "model_list", default="", metavar="A,B",
+              help="Serve only these models, from their own queues (each must be named in "
+                   "MODELSERVE_OWN_QUEUES, where the web routes them); default: every model.")
 @click.option("--loglevel", default="WARNING", show_default=True)
 @click.pass_obj
-def worker(settings: Settings, name: str, loglevel: str) -> None:
+def worker(settings: Settings, name: str, model_list: str, loglevel: str) -> None:
     """Run one Celery worker for the prediction queue (MODELSERVE_BROKER_URL names the broker)."""
     if not settings.broker_url:
         raise UserError("set MODELSERVE_BROKER_URL to the broker's amqp:// URL")
-    from modelserve.worker.app import make_celery
+    from modelserve.worker.app import make_celery, worker_queues
 
-    app = make_celery(settings)
+    models = own_queue_models(settings, model_list)
+    app = make_celery(settings, models)
     # One task at a time per process; scaling is by processes, which `up` supervises. The
     # threads pool, not solo: with solo and late acks, Celery 5.7 stalls on an unacked message.
+    queues = ",".join(worker_queues(settings, models))
     app.worker_main([
         "--quiet", "worker", "--pool=threads", "--concurrency=1", "--without-gossip",
-        "--without-mingle", "--without-heartbeat", f"--queues={settings.queue}",
+        "--without-mingle", "--without-heartbeat", f"--queues={queues}",
         f"--loglevel={loglevel}", f"--hostname=modelserve-{name}-{os.getpid()}@%h",
     ])
 

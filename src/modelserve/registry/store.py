@@ -261,6 +261,19 @@ class Registry:
             self._switch(target)
         return self.get(target)
 
+    def retire(self, *, source: str, reason: str = "") -> str:
+        """Stop serving this model: remove its active link (its versions stay); return what
+        was served. Activating a version serves it again."""
+        with self._refused("cannot retire", self._active_outcome), self._mutation():
+            current = self.active_version()
+            if current is None:
+                raise RegistryError("nothing to retire: no version of this model is active")
+            # As for an activation, the event is durable before the link goes.
+            self._append(_event("retire", None, current, source=source, reason=reason))
+            os.unlink(self.root / ACTIVE_LINK)
+            fsync_dir(self.root)
+        return current
+
     @contextmanager
     def _mutation(self) -> Iterator[list[str]]:
         """Hold the lock, clear what crashed writers left, reconcile; yield the activation stack."""
@@ -434,6 +447,9 @@ def _activation_stack(events: list[Event]) -> tuple[list[str], Event | None]:
             if action == "rollback" and stack:
                 stack.pop()
             _push(stack, version)
+        elif action == "retire":  # nothing is served: a rollback has nowhere to go back to
+            stack.clear()
+            last = None
         elif action == "recover":
             if event.get("undo") and last is not None:
                 del stack[max(saved[0] - 1, 0) :]

@@ -22,9 +22,10 @@ from kombu import Queue as KombuQueue
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.registry.catalog import Catalog
 from modelserve.web import metrics
 from modelserve.worker import wire
-from modelserve.worker.active import ActiveModel, NoActiveModel
+from modelserve.worker.active import NoActiveModel, ServedModels
 from modelserve.worker.app import PREDICT_TASK, broker_connection, make_celery
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ class InlinePredictor:
     """Score in the web process itself: the in-process ceiling, and a no-broker mode."""
 
     def __init__(self, settings: Settings):
-        self._active = ActiveModel(settings.registry_dir)
+        self._served = ServedModels(Catalog.of(settings), settings.max_loaded_models)
 
-    def predict(self, rows: np.ndarray, timeout: float) -> Prediction:
-        """Score rows with the active model, right here."""
+    def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+        """Score rows with a model's active version, right here."""
         try:
-            scores = self._active.current().score(rows)
+            scores = self._served.current(model).score(rows)
         except NoActiveModel as error:
             raise Unavailable(str(error)) from None
         return Prediction(scores.outputs, scores.labels, scores.version, "in-process")

@@ -1,14 +1,16 @@
-"""The model a process serves: the registry's active version, reloaded when it changes."""
+"""The models a process serves: each model's active version, reloaded when it changes."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from modelserve.errors import UserError
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
+from modelserve.registry.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,9 @@ class ActiveModel:
     the old version once the switch is made: `live` after a push means live in every worker.
     """
 
-    def __init__(self, registry_dir: Path):
+    def __init__(self, registry_dir: Path, name: str = ""):
         self._registry = Registry(registry_dir)
+        self._name = f"model {name}" if name else "model"
         self._lock = threading.Lock()
         self._runtime: ModelRuntime | None = None
         self._failed: str | None = None  # a version that failed to load; not retried each batch
@@ -68,7 +71,7 @@ class ActiveModel:
             else:
                 log.error("%s; still serving %s", self.problem, self._runtime.version)
             return self._runtime
-        log.info("now serving model %s (%s)", version, runtime.kind)
+        log.info("now serving %s %s (%s)", self._name, version, runtime.kind)
         self._runtime, self._failed, self.problem = runtime, None, None
         return runtime
 
@@ -82,3 +85,45 @@ class ActiveModel:
                 log.error("cannot load the earlier version %s either: %s", version, error)
         log.error("%s; no earlier version loads either", self.problem)
         raise NoActiveModel(f"{self.problem}; no earlier version loads either")
+
+
+class ServedModels:
+    """The ActiveModel of every model this process is asked for, at most `capacity` loaded.
+
+    A model is loaded on its first batch and dropped, least recently used first, when one
+    more would exceed the capacity (its memory goes with its last reference). Each model
+    follows its own active link, as ActiveModel does.
+    """
+
+    def __init__(self, catalog: Catalog, capacity: int):
+        self._catalog = catalog
+        self._capacity = max(capacity, 1)
+        self._loaded: OrderedDict[str, ActiveModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def current(self, name: str) -> ModelRuntime:
+        """Return the runtime of a model's active version, loading the model if need be."""
+        return self._model(name or self._catalog.default_name).current()
+
+    def loaded(self) -> list[str]:
+        """The models held, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    def _model(self, name: str) -> ActiveModel:
+        """The ActiveModel of a name, made most recently used; the oldest beyond capacity goes."""
+        with self._lock:
+            model = self._loaded.get(name)
+            if model is not None:
+                self._loaded.move_to_end(name)
+                return model
+        if not self._catalog.exists(name):  # outside the lock: it reads the disk
+            raise NoActiveModel(str(self._catalog.unknown(name)))
+        with self._lock:
+            model = self._loaded.setdefault(name, ActiveModel(self._catalog.path_of(name), name))
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > self._capacity:
+                dropped, _ = self._loaded.popitem(last=False)
+                log.info("dropped model %s: %d models are loaded at most", dropped,
+                         self._capacity)
+        return model

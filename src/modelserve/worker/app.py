@@ -48,13 +48,26 @@ def broker_tls(settings: Settings) -> dict | bool:
     }
 
 
+def queue_for(settings: Settings, model: str) -> str:
+    """The queue a model's batches go to: its own (MODELSERVE_OWN_QUEUES), else the shared one."""
+    return f"{settings.queue}.{model}" if model in settings.own_queue_models else settings.queue
+
+
 def broker_connection(settings: Settings, **options) -> Connection:
     """A kombu connection to the settings' broker, over TLS for an amqps:// URL."""
     return Connection(settings.broker_url, ssl=broker_tls(settings), **options)
 
 
-def celery_config(settings: Settings) -> dict:
+def worker_queues(settings: Settings, models: tuple[str, ...] = ()) -> list[str]:
+    """The queues a worker consumes: the models' own queues (`worker --models`), else the
+    shared one."""
+    return [f"{settings.queue}.{model}" for model in models] or [settings.queue]
+
+
+def celery_config(settings: Settings, models: tuple[str, ...] = ()) -> dict:
     """Celery settings that make the queue path safe (nothing lost, nothing hangs)."""
+    queues = [Queue(name, durable=True, routing_key=name)
+              for name in worker_queues(settings, models)]
     return {
         "broker_url": settings.broker_url,
         "broker_use_ssl": broker_tls(settings),
@@ -62,7 +75,7 @@ def celery_config(settings: Settings) -> dict:
         "broker_connection_retry_on_startup": True,
         # Wait for RabbitMQ to confirm each publish: a message we report as sent is stored.
         "broker_transport_options": {"confirm_publish": True},
-        "task_queues": [Queue(settings.queue, durable=True, routing_key=settings.queue)],
+        "task_queues": queues,
         "task_default_queue": settings.queue,
         "task_default_routing_key": settings.queue,
         # Ack after the work is done; a worker killed mid-task has its message redelivered.
@@ -83,11 +96,11 @@ def celery_config(settings: Settings) -> dict:
     }
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, models: tuple[str, ...] = ()) -> Celery:
     """Build the Celery app for these settings, with the prediction task registered."""
     app = Celery("modelserve", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, models))
     from modelserve.worker.tasks import register_tasks
 
-    register_tasks(app, settings)
+    register_tasks(app, settings, models)
     return app

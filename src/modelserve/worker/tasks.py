@@ -1,4 +1,4 @@
-"""The prediction task: score a batch with the active model, reply to the caller's queue."""
+"""The prediction task: score a batch with its model's active version, reply to the caller."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from kombu import Producer
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.registry.catalog import Catalog
 from modelserve.worker import wire
-from modelserve.worker.active import ActiveModel, NoActiveModel
+from modelserve.worker.active import NoActiveModel, ServedModels
 from modelserve.worker.app import PREDICT_TASK, broker_connection
 
 log = logging.getLogger(__name__)
 
 
-def score_batch(active: ActiveModel, rows: str, n_features: int) -> wire.Reply:
-    """Score packed rows with the active model; a refusal becomes an error reply, not a crash."""
+def score_batch(served: ServedModels, model: str, rows: str, n_features: int) -> wire.Reply:
+    """Score packed rows with a model's active version; a refusal is an error reply, not a
+    crash."""
     try:
-        runtime = active.current()
+        runtime = served.current(model)
         if n_features != len(runtime.features):
             raise ValueError(f"the model takes {len(runtime.features)} features, not {n_features}")
         scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
@@ -56,25 +58,31 @@ class Replier:
         )
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register the prediction task on an app (one ActiveModel per worker process)."""
-    active = ActiveModel(settings.registry_dir)
+def register_tasks(app: Celery, settings: Settings, models: tuple[str, ...] = ()) -> None:
+    """Register the prediction task on an app (one ServedModels per worker process).
+
+    models: the models this worker is for (`worker --models`); every model when empty.
+    """
+    catalog = Catalog.of(settings)
+    served = ServedModels(catalog, settings.max_loaded_models)
     replier = Replier(settings)
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
     @worker_init.connect(weak=False)
     def preload(**_kwargs) -> None:
-        """Load the active model before consuming: no request pays for it, and readiness
+        """Load the served models before consuming: no request pays for it, and readiness
         counts a worker only once it can answer (a Keras model takes seconds to load)."""
-        try:
-            active.current()
-        except NoActiveModel as error:
-            log.warning("%s", error)
+        names = list(models) or sorted(catalog.served())
+        for name in names[: settings.max_loaded_models]:
+            try:
+                served.current(name)
+            except NoActiveModel as error:
+                log.warning("%s", error)
 
     @app.task(name=PREDICT_TASK, bind=True, ignore_result=True)
-    def predict_batch(self: Task, rows: str, n_features: int) -> None:
-        """Score one batch (rows of many requests) and reply to the sender."""
-        reply = replace(score_batch(active, rows, n_features), worker=worker_name,
+    def predict_batch(self: Task, rows: str, n_features: int, model: str = "") -> None:
+        """Score one batch (rows of many requests to one model) and reply to the sender."""
+        reply = replace(score_batch(served, model, rows, n_features), worker=worker_name,
                         redelivered=bool((self.request.delivery_info or {}).get("redelivered")))
         if self.request.reply_to:
             replier.send(self.request.reply_to, self.request.correlation_id, reply.to_body())
