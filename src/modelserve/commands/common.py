@@ -24,6 +24,19 @@ from modelserve.model.metrics import format_value
 from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, Task
 from modelserve.model.table import Table
 from modelserve.registry import Registry
+from modelserve.registry.catalog import Catalog, check_name
+
+MODEL_HELP = "The model (default: MODELSERVE_MODEL_NAME, which is diabetes unless set)."
+
+
+def name_option(command: Callable) -> Callable:
+    """Add --name NAME (the model a command works on; the default model when not given)."""
+    return click.option("--name", "name", metavar="NAME", default=None, help=MODEL_HELP)(command)
+
+
+def model_name(settings: Settings, name: str | None) -> str:
+    """The model a command works on: --name, else the home's default model."""
+    return check_name(name if name is not None else settings.model_name)
 
 
 def keep_options(default_reason: str) -> Callable:
@@ -46,6 +59,8 @@ def keep_options(default_reason: str) -> Callable:
             show_default=True,
             help="Recorded in the registry's history.",
         ),
+        click.option("--name", "name", metavar="NAME", default=None,
+                     help=f"{MODEL_HELP} Registering creates a model that is new."),
     ]
 
     def decorate(command: Callable) -> Callable:
@@ -56,18 +71,19 @@ def keep_options(default_reason: str) -> Callable:
     return decorate
 
 
-def open_registry(settings: Settings) -> Registry:
-    """Open the registry under MODELSERVE_HOME."""
-    return Registry(settings.registry_dir)
+def open_registry(settings: Settings, name: str | None = None) -> Registry:
+    """Open an existing model's registry (the default model's when no name is given)."""
+    return Catalog.of(settings).registry(model_name(settings, name))
 
 
-def training_data(settings: Settings, path: Path | None) -> Dataset:
-    """Load the given dataset file, or the stored one."""
-    return load_dataset(path if path is not None else stored_dataset(settings.data_dir))
+def training_data(settings: Settings, path: Path | None, name: str | None = None) -> Dataset:
+    """Load the given dataset file, or the model's stored one."""
+    data_dir = settings.model_data_dir(model_name(settings, name))
+    return load_dataset(path if path is not None else stored_dataset(data_dir))
 
 
 def training_table(settings: Settings, path: Path | None, label: str | None,
-                   task: Task | None) -> Dataset | Table:
+                   task: Task | None, name: str | None = None) -> Dataset | Table:
     """What to train on: the Pima file (given or stored) as a Dataset, or a header CSV (given
     with --label, or stored by `data import --label`) as a Table."""
     if label is not None:
@@ -76,11 +92,12 @@ def training_table(settings: Settings, path: Path | None, label: str | None,
         return parse_table_file(path, label, task)
     if task is not None:
         raise click.UsageError("--task needs --label")
+    data_dir = settings.model_data_dir(model_name(settings, name))
     if path is not None:
         return load_dataset(path)
-    if stores_table(settings.data_dir):
-        return load_table(settings.data_dir)
-    return load_dataset(stored_dataset(settings.data_dir))  # parsed once, as the Pima file
+    if stores_table(data_dir):
+        return load_table(data_dir)
+    return load_dataset(stored_dataset(data_dir))  # parsed once, as the Pima file
 
 
 @contextmanager
@@ -102,21 +119,27 @@ def keep_bundle(
     *,
     source: str,
     reason: str,
+    name: str | None = None,
 ) -> None:
     """Say where a new bundle went; register it unless it was only written to --out."""
     if out is not None:
         click.echo(f"bundle written to {out}")
     if register or activate or out is None:
-        _register(settings, bundle, activate, source, reason)
+        register_bundle(settings, bundle, activate, source, reason, name)
 
 
-def _register(settings: Settings, bundle: Path, activate: bool, source: str, reason: str) -> None:
-    """Add a bundle to the registry and optionally activate it, saying what happened."""
-    registry = open_registry(settings)
+def register_bundle(settings: Settings, bundle: Path, activate: bool, source: str, reason: str,
+                    name: str | None) -> None:
+    """Add a bundle to a model's registry (a new model is created) and optionally activate
+    it, saying what happened."""
+    model = model_name(settings, name)
+    catalog = Catalog.of(settings)
+    new = not catalog.exists(model)
+    registry = catalog.registry_for_new(model)
     click.echo("checking the model in the sandbox and adding it to the registry ...")
     info = registry.add(bundle, source=source, reason=reason)
     say_recoveries(registry)
-    click.echo(f"registered {info.version}")
+    click.echo(f"registered {info.version} as model {model}{' (a new model)' if new else ''}")
     if activate:
         registry.activate(info.version, source=source, reason=reason)
         say_recoveries(registry)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from modelserve.commands.common import model_name, name_option
 from modelserve.config import Settings
 from modelserve.model.dataset import (
     DATA_FILE,
@@ -34,10 +35,12 @@ def data() -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds to wait for the server.",
 )
+@name_option
 @click.pass_obj
-def fetch(settings: Settings, url: str, timeout: float) -> None:
+def fetch(settings: Settings, url: str, timeout: float, name: str | None) -> None:
     """Download the public dataset, validate it and store it."""
-    _report(fetch_dataset(url, settings.data_dir, timeout=timeout), settings)
+    data_dir = settings.model_data_dir(model_name(settings, name))
+    _report(fetch_dataset(url, data_dir, timeout=timeout), data_dir)
 
 
 @data.command()
@@ -46,20 +49,22 @@ def fetch(settings: Settings, url: str, timeout: float) -> None:
     is_flag=True,
     help="Keep a dataset already stored; store the example only when there is none.",
 )
+@name_option
 @click.pass_obj
-def example(settings: Settings, if_missing: bool) -> None:
+def example(settings: Settings, if_missing: bool, name: str | None) -> None:
     """Store the built-in copy of the Pima data; no network needed.
 
     The copy ships inside the package and is checked like a download (its sha256, then the
     same validation as `data fetch`).
     """
+    data_dir = settings.model_data_dir(model_name(settings, name))
     if if_missing:
-        stored = [settings.data_dir / name for name in (DATA_FILE, TABLE_FILE)
-                  if (settings.data_dir / name).is_file()]
+        stored = [data_dir / file for file in (DATA_FILE, TABLE_FILE)
+                  if (data_dir / file).is_file()]
         if stored:
             click.echo(f"a dataset is already stored; keeping it: {stored[0]}")
             return
-    _report(store_example(settings.data_dir), settings)
+    _report(store_example(data_dir), data_dir)
 
 
 @data.command(name="import")
@@ -68,23 +73,26 @@ def example(settings: Settings, if_missing: bool) -> None:
               "Without it, PATH is the headerless Pima file.")
 @click.option("--task", type=click.Choice([task.value for task in Task]),
               help="What the label is (default: inferred from its values, and said).")
+@name_option
 @click.pass_obj
-def import_(settings: Settings, path: Path, label: str | None, task: str | None) -> None:
+def import_(settings: Settings, path: Path, label: str | None, task: str | None,
+            name: str | None) -> None:
     """Validate a CSV and store it as the data to train on.
 
     With --label, the first row names the columns: they become the model's feature names,
     every other column must be numeric, and the label may be any column.
     """
+    data_dir = settings.model_data_dir(model_name(settings, name))
     if label is None:
         if task is not None:
             raise click.UsageError("--task needs --label (the column it describes)")
-        _report(import_dataset(path, settings.data_dir), settings)
+        _report(import_dataset(path, data_dir), data_dir)
         return
-    table = import_table(path, settings.data_dir, label, Task(task) if task else None)
-    _report_table(table, settings)
+    table = import_table(path, data_dir, label, Task(task) if task else None)
+    _report_table(table, data_dir)
 
 
-def _report_table(table: Table, settings: Settings) -> None:
+def _report_table(table: Table, data_dir: Path) -> None:
     """Say what was stored, and how the task was chosen."""
     if table.inferred:
         click.echo(f"task: {table.task.value} ({table.inferred})")
@@ -95,15 +103,15 @@ def _report_table(table: Table, settings: Settings) -> None:
         f"stored {table.rows} rows from {table.source}: {len(table.feature_names)} features "
         f"({', '.join(table.feature_names)}), label {table.label}, task {table.task.value}"
         f"{classes}\n"
-        f"  file:   {settings.data_dir / TABLE_FILE}\n"
+        f"  file:   {data_dir / TABLE_FILE}\n"
         f"  sha256: {table.sha256}"
     )
 
 
-def _report(record: dict, settings: Settings) -> None:
+def _report(record: dict, data_dir: Path) -> None:
     """Say what was stored."""
     click.echo(
         f"stored {record['rows']} rows ({record['positives']} positive) from {record['source']}\n"
-        f"  file:   {settings.data_dir / record['file']}\n"
+        f"  file:   {data_dir / record['file']}\n"
         f"  sha256: {record['sha256']}"
     )

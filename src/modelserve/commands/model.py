@@ -11,6 +11,7 @@ from modelserve.commands.common import (
     describe_metrics,
     keep_bundle,
     keep_options,
+    model_name,
     training_data,
 )
 from modelserve.config import Settings
@@ -73,10 +74,12 @@ def import_legacy_command(
     register: bool | None,
     activate: bool,
     reason: str,
+    name: str | None,
 ) -> None:
     """Convert a Keras 2 model.json + model.h5 pair into a bundle (in the sandbox)."""
-    training_data(settings, data_path)  # a bad dataset is refused here, with its own words
-    dataset = data_path if data_path is not None else stored_dataset(settings.data_dir)
+    training_data(settings, data_path, name)  # a bad dataset is refused here, in its words
+    data_dir = settings.model_data_dir(model_name(settings, name))
+    dataset = data_path if data_path is not None else stored_dataset(data_dir)
     with bundle_destination(out) as bundle:
         convert_legacy_confined(architecture, weights, dataset, bundle)
         click.echo(describe_metrics(read_manifest(bundle)))
@@ -88,6 +91,7 @@ def import_legacy_command(
             activate,
             source=f"import-legacy {architecture}",
             reason=reason,
+            name=name,
         )
 
 
@@ -96,13 +100,13 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(part.strip() for part in text.split(","))
 
 
-def _evaluation_table(settings: Settings, data_path: Path | None, label: str | None,
-                 task: Task | None, features: str | None, classes: str | None) -> Table:
+def _evaluation_table(data_dir: Path, data_path: Path | None, label: str | None,
+                      task: Task | None, features: str | None, classes: str | None) -> Table:
     """The rows a model is evaluated on: the given CSV (by its header), or the stored dataset."""
     if label is not None and data_path is not None:
         table = parse_table_file(data_path, label, task)
     else:  # the stored dataset, or a headerless Pima file given with --data
-        table = load_table(settings.data_dir, data_path)
+        table = load_table(data_dir, data_path)
     names = _names(features) or table.feature_names
     if features is None and classes is None and (task is None or label is not None):
         return table
@@ -141,12 +145,14 @@ def import_command(
     register: bool | None,
     activate: bool,
     reason: str,
+    name: str | None,
 ) -> None:
     """Turn a Keras 3 KERAS_FILE made elsewhere into a bundle (loaded in the sandbox only)."""
     if label is not None and data_path is None:
         raise click.UsageError("--label needs --data (the stored dataset knows its label)")
     refuse_non_archive(keras_file)
-    table = _evaluation_table(settings, data_path, label, task, features, classes)
+    data_dir = settings.model_data_dir(model_name(settings, name))
+    table = _evaluation_table(data_dir, data_path, label, task, features, classes)
     shown = str(data_path) if data_path is not None else "the stored dataset"
     with bundle_destination(out) as bundle:
         result = import_keras_confined(keras_file, table, bundle, data_shown=shown, seed=seed,
@@ -155,4 +161,4 @@ def import_command(
                    f"{result.runtime} ({RUNTIME_WORDS.get(result.runtime, '?')})")
         click.echo(describe_metrics(read_manifest(bundle)))
         keep_bundle(settings, bundle, out, register, activate, source=f"import {keras_file}",
-                    reason=reason)
+                    reason=reason, name=name)

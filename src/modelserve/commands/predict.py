@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from modelserve.commands.common import open_registry
+from modelserve.commands.common import name_option, open_registry
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.model.csvfile import output_columns, score_csv
@@ -19,11 +19,11 @@ from modelserve.model.runtime import ModelRuntime
 SAMPLE_BYTES = 1 << 16
 
 
-def resolve_model(settings: Settings, model: str | None) -> Path:
+def resolve_model(settings: Settings, model: str | None, name: str | None = None) -> Path:
     """Find the bundle to use: a directory path, a registered version, or the active one."""
     if model is not None and Path(model).is_dir():
         return Path(model)
-    registry = open_registry(settings)
+    registry = open_registry(settings, name)
     if model is not None:
         return registry.get(registry.resolve(model)).path
     active = registry.active_dir()
@@ -62,11 +62,13 @@ def shown_columns(columns: tuple[str, ...], most: int = 6) -> str:
     "(multiclass) or value (regression), then model_version.",
 )
 @click.option("--model", help="Version (or unique prefix) or bundle directory; default: active.")
+@name_option
 @click.pass_obj
-def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None) -> None:
+def predict(settings: Settings, in_path: Path, out_path: Path, model: str | None,
+            name: str | None) -> None:
     """Score every row of IN.csv (the model's feature columns, header optional) into OUTPUT."""
     started = time.perf_counter()
-    bundle = resolve_model(settings, model)
+    bundle = resolve_model(settings, model, name)
     # A bundle directory someone handed over may carry any plan.npz: only a registry
     # version's plan, derived by the registry from the checked model, is used as it is.
     from_registry = model is None or not Path(model).is_dir()

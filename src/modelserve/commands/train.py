@@ -91,6 +91,7 @@ def train(
     reason: str,
     label: str | None,
     task: str | None,
+    name: str | None,
     **options,
 ) -> None:
     """Train an MLP for the data's task on a seeded split and report held-out metrics.
@@ -99,7 +100,7 @@ def train(
     MLP; a CSV with a header (`data import FILE --label COLUMN`) trains a binary, multiclass
     or regression model with the task's head and loss.
     """
-    data = training_table(settings, data_path, label, Task(task) if task else None)
+    data = training_table(settings, data_path, label, Task(task) if task else None, name)
     config = TrainingConfig(hidden_layers=layers, **options)
     with (
         bundle_destination(out) as bundle,
@@ -116,4 +117,5 @@ def train(
         else:
             manifest = train_table_bundle(data, config, bundle, on_epoch=progress)
         click.echo(describe_metrics(manifest))
-        keep_bundle(settings, bundle, out, register, activate, source="train", reason=reason)
+        keep_bundle(settings, bundle, out, register, activate, source="train", reason=reason,
+                    name=name)

@@ -14,14 +14,25 @@ crash-safe adds, history); no operation spans two models, so no lock does either
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelserve.config import Settings
-from modelserve.registry.store import ACTIVE_LINK, HISTORY_FILE, Checker, Registry, RegistryError
+from modelserve.fsutil import fsync_dir
+from modelserve.registry.store import (
+    ACTIVE_LINK,
+    HISTORY_FILE,
+    LOCK_FILE,
+    Checker,
+    Registry,
+    RegistryError,
+)
 
 MODELS_DIR = "models"
 # Lower case, digits, - and _: safe in a URL path, a queue name, a folder and a label value.
@@ -106,6 +117,26 @@ class Catalog:
         if self.default_name in served:
             return self.default_name
         return next(iter(served)) if len(served) == 1 else None
+
+    def remove(self, name: str) -> None:
+        """Delete a retired model and all its versions (the default model is only retired)."""
+        registry = self.registry(name)
+        if name == self.default_name:
+            raise RegistryError(f"{name} is the default model (MODELSERVE_MODEL_NAME): retire "
+                                "it; its files are the home's registry itself")
+        gone = Path(self.root) / MODELS_DIR / f".removed-{secrets.token_hex(8)}"
+        fd = os.open(registry.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # no activation may slip in between check and rename
+            if registry.active_version() is not None:
+                raise RegistryError(f"{name} is served: retire it first (`modelserve models "
+                                    f"retire {name}`)")
+            # One rename takes it out of every listing at once; the deletion can then be slow.
+            os.rename(registry.root, gone)
+            fsync_dir(gone.parent)
+        finally:
+            os.close(fd)
+        shutil.rmtree(gone, ignore_errors=True)
 
     def _open(self, name: str) -> Registry:
         """A Registry object for a model's directory (nothing is created until it mutates)."""
