@@ -223,6 +223,7 @@ class Answer:
     seconds: float = 0.0
     started: float = 0.0  # time.monotonic() when it was sent
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    asked: object = None  # what the load's request function said this request was
 
     @property
     def ended(self) -> float:
@@ -230,46 +231,58 @@ class Answer:
         return self.started + self.seconds
 
 
+# A load's request for thread `number`: URL path, JSON body, and a tag kept with its answer.
+Asking = Callable[[int], tuple[str, dict, object]]
+
+
+def _one_row(_number: int) -> tuple[str, dict, object]:
+    """The default request: ROW to the default model."""
+    return "/api/v1/predict", {"rows": [ROW]}, None
+
+
 class BoundedLoad:
     """Predictions from a few threads until stopped, or at most `seconds` or `limit` requests."""
 
     def __init__(self, url: str, threads: int = 4, seconds: float = 60, limit: int = 20_000,
-                 request_timeout: float = 30, headers: dict[str, str] | None = None):
+                 request_timeout: float = 30, headers: dict[str, str] | None = None,
+                 request: Asking | None = None):
         self.url, self.seconds, self.limit = url, seconds, limit
         self.request_timeout = request_timeout
         self.headers = headers or {}  # e.g. the Authorization of a stack that requires it
+        self.request = request or _one_row
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(number,))
+                         for number in range(threads)]
 
-    def _run(self) -> None:
-        """Send one-row predictions until told to stop or a bound is reached."""
+    def _run(self, number: int) -> None:
+        """Send predictions until told to stop or a bound is reached."""
         deadline = time.monotonic() + self.seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            answer = self._one()
+            answer = self._one(*self.request(number))
             with self._lock:
                 self.answers.append(answer)
                 if len(self.answers) >= self.limit:
                     self._stop.set()
 
-    def _one(self) -> Answer:
+    def _one(self, path: str, body: dict, asked: object) -> Answer:
         """One prediction; a timeout is HUNG, a connection that dies without an answer LOST."""
         started = time.monotonic()
         try:
-            response = post_json(f"{self.url}/api/v1/predict", {"rows": [ROW]},
-                                 timeout=self.request_timeout, headers=self.headers)
+            response = post_json(f"{self.url}{path}", body, timeout=self.request_timeout,
+                                 headers=self.headers)
         except TimeoutError as error:
-            return Answer(HUNG, repr(error), time.monotonic() - started, started)
+            return Answer(HUNG, repr(error), time.monotonic() - started, started, asked=asked)
         except (OSError, HTTPException) as error:
             # Refused, reset, or closed before the status line or in the middle of the body.
-            return Answer(LOST, repr(error), time.monotonic() - started, started)
+            return Answer(LOST, repr(error), time.monotonic() - started, started, asked=asked)
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = response.body[:200].decode(errors="replace")
-        return Answer(response.status, body, time.monotonic() - started, started,
-                      response.headers)
+            answer = response.body[:200].decode(errors="replace")
+        return Answer(response.status, answer, time.monotonic() - started, started,
+                      response.headers, asked)
 
     def __enter__(self) -> BoundedLoad:
         for thread in self._threads:

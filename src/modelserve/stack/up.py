@@ -19,7 +19,7 @@ from kombu import Connection
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
-from modelserve.registry import Registry
+from modelserve.registry.catalog import Catalog
 from modelserve.stack.children import Child, modelserve_argv, stop_all
 from modelserve.stack.ports import ensure_port_free, wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode
@@ -234,8 +234,8 @@ def _probe_host(host: str) -> str:
 
 
 def registry_hint(registry_dir: Path) -> str | None:
-    """Say how to get a model when none is active."""
-    if Registry(registry_dir).active_version():
+    """Say how to get a model when no model has an active version."""
+    if Catalog(registry_dir).served():
         return None
     return ("no model is active yet; in another terminal run `modelserve train --activate`, or "
             "`modelserve model import-legacy model.json model.h5 --activate`; "
