@@ -16,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
-from serving.conftest import prepare_home, version_of_seed
-from serving.stack_helpers import BoundedLoad, RunningStack, post_json, start_stack
-from serving.task_stack import TaskStack, check_here
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry.catalog import Catalog
+from serving.conftest import prepare_home, version_of_seed
+from serving.stack_helpers import BoundedLoad, RunningStack, post_json, start_stack
+from serving.task_stack import TaskStack, check_here
 
 CLIENTS = 64
 ROWS_PER_MODEL = 16
 SERVED_WITHIN = 2.0  # the issue's bound: added or activated, then served, with no restart
 TASK_OF = {"iris": "multiclass", "progression": "regression"}
+OWN = "progression"  # the model given its own queue and worker
 
 
 @dataclass
@@ -148,9 +149,11 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
     added while the stack runs is served within 2 s."""
     models = many_models
     production, development = models.versions["production"], models.versions["development"]
-    stack = start_stack(models.home, "--workers", "2")
+    # progression has a queue and a worker of its own; the two others share two workers.
+    stack = start_stack(models.home, "--workers", "2", env={"MODELSERVE_OWN_QUEUES": OWN})
     try:
         stack.wait_ready(workers=2)
+        own_worker = _worker_for(OWN)
         added_in = _add_progression(models, stack)
         with BoundedLoad(stack.url, threads=CLIENTS, seconds=120, request_timeout=30,
                          request=ask(models)) as load:
@@ -180,6 +183,21 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
     assert {version for name, version in served if name == "diabetes"} == {production,
                                                                            development}
     assert added_in <= SERVED_WITHIN, f"progression served {added_in:.2f} s after activation"
+    by_worker = {(a.asked[0] == OWN, a.body["worker"].endswith(f":{own_worker}"))
+                 for a in answers if a.status == 200}
+    assert by_worker == {(True, True), (False, False)}, "the own queue's worker serves it alone"
+
+
+def _worker_for(model: str) -> int:
+    """The pid of the worker `up` started for a model's own queue (`worker --models NAME`)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and b"--models" in argv and model.encode() in argv:
+            return int(entry.name)
+    raise AssertionError(f"no worker for {model}'s own queue is running")
 
 
 def _add_progression(models: ManyModels, stack: RunningStack) -> float:

@@ -97,13 +97,21 @@ class Stack:
                     MODELSERVE_AUTH=self.settings.auth)  # resolved from --host by `up`
 
     def _start_workers(self) -> None:
-        """Start the Celery workers, one process each."""
+        """Start the Celery workers, one process each: N for the shared queue, and one more
+        for each model with a queue of its own (MODELSERVE_OWN_QUEUES)."""
         for number in range(1, self.options.workers + 1):
-            child = Child(f"worker {number}", modelserve_argv("worker", "--name", f"w{number}"),
-                          self._environment())
-            child.start()
-            self.workers.append(child)
-        self.say(f"workers: {self.options.workers} started")
+            self._start_worker(f"worker {number}", "--name", f"w{number}")
+        own = sorted(self.settings.own_queue_models)
+        for model in own:
+            self._start_worker(f"worker for {model}", "--name", f"w-{model}", "--models", model)
+        extra = f", and 1 for each of {', '.join(own)} (own queues)" if own else ""
+        self.say(f"workers: {self.options.workers} started{extra}")
+
+    def _start_worker(self, role: str, *args: str) -> None:
+        """Start one worker process under supervision."""
+        child = Child(role, modelserve_argv("worker", *args), self._environment())
+        child.start()
+        self.workers.append(child)
 
     def _start_web(self) -> None:
         """Start the web app under gunicorn and wait until it accepts connections."""

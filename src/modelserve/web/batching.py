@@ -1,0 +1,271 @@
+"""Batching per model, as a pure module: collect waiting requests, cap, deadlines, split back.
+
+A batch holds requests for one model only: a worker scores a whole batch with one runtime,
+so a batch never mixes two models nor two versions. It stays within the row cap, except
+that a request larger than the cap travels alone. Nothing here starts a thread or touches
+the broker: the transport (web/predictors.py) adds requests, takes the batches to publish
+and hands back the replies, under a lock of its own; the clock is injected, so that tests
+drive time without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelserve.config import Settings
+from modelserve.errors import UserError
+from modelserve.worker import wire
+
+Clock = Callable[[], float]  # monotonic seconds
+
+
+class Unavailable(UserError):
+    """The service cannot answer now (broker down, no model); retry later: 503."""
+
+
+class DeadlineExceeded(UserError):
+    """No answer within the request's deadline: 504."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outputs and labels for one request's rows (see model.answers), and who computed them."""
+
+    outputs: np.ndarray  # float32 (rows, output width)
+    labels: np.ndarray  # class index per row; empty for a regression model
+    version: str
+    worker: str
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """A binary model's probability of the positive class per row (a regression: values)."""
+        return self.outputs[:, 0]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many rows a batch takes, how long it waits for company, how many are in flight."""
+
+    max_rows: int
+    window: float  # seconds a model's oldest waiting request waits for others to join it
+    max_inflight: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits the settings give (MODELSERVE_MAX_BATCH_ROWS and the like)."""
+        return cls(max(settings.max_batch_rows, 1), max(settings.batch_window_ms, 0.0) / 1000,
+                   max(settings.max_inflight_batches, 1))
+
+
+@dataclass(eq=False)
+class Request:
+    """One caller's rows for one model, and the future the caller waits on until its deadline."""
+
+    model: str
+    rows: np.ndarray
+    arrived: float
+    timeout: float
+    future: Future[Prediction] = field(default_factory=Future)
+
+    @property
+    def deadline(self) -> float:
+        """When the caller stops waiting."""
+        return self.arrived + self.timeout
+
+    def gave_up(self, now: float) -> bool:
+        """Whether the caller has stopped waiting (its rows are not worth sending)."""
+        return now >= self.deadline
+
+    def late(self) -> DeadlineExceeded:
+        """The refusal for this caller at its deadline (the same whoever notices first)."""
+        return DeadlineExceeded(f"no answer within {self.timeout:g} s")
+
+    def settle(self, outcome: Prediction | UserError) -> None:
+        """Complete the caller's future once (a late duplicate is ignored)."""
+        try:
+            if isinstance(outcome, UserError):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+        except InvalidStateError:
+            pass
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Requests for one model sent as one message; its id is the message's correlation id."""
+
+    id: str
+    model: str
+    requests: tuple[Request, ...]
+
+    @property
+    def row_count(self) -> int:
+        """Rows of all its requests."""
+        return sum(len(request.rows) for request in self.requests)
+
+    @property
+    def deadline(self) -> float:
+        """When its last caller stops waiting: after that, an answer has nobody to go to."""
+        return max(request.deadline for request in self.requests)
+
+    def rows(self) -> np.ndarray:
+        """Its requests' rows, one after the other."""
+        return np.concatenate([request.rows for request in self.requests])
+
+    def fail(self, error: UserError) -> None:
+        """Give every caller the same refusal."""
+        for request in self.requests:
+            request.settle(error)
+
+    def time_out(self) -> None:
+        """Give every caller its deadline refusal."""
+        for request in self.requests:
+            request.settle(request.late())
+
+    def answer(self, body: object) -> None:
+        """Settle every caller from a worker's reply: its own rows, or the reply's refusal."""
+        outcome = split_reply(self, body)
+        if isinstance(outcome, Unavailable):
+            self.fail(outcome)
+            return
+        for request, prediction in zip(self.requests, outcome, strict=True):
+            request.settle(prediction)
+
+
+def split_reply(batch: Batch, body: object) -> list[Prediction] | Unavailable:
+    """Cut a worker's reply into each request's rows, in order, or say why nobody gets any."""
+    try:
+        reply = wire.Reply.from_body(body)
+    except ValueError as error:  # binascii.Error is one too
+        return Unavailable(f"a worker sent an unreadable answer ({error})")
+    if reply.error:
+        return Unavailable(reply.error)
+    if len(reply.outputs) != batch.row_count:
+        return Unavailable("a worker answered with the wrong number of rows")
+    predictions, start = [], 0
+    for request in batch.requests:
+        end = start + len(request.rows)
+        labels = reply.labels[start:end]  # empty for a regression model
+        predictions.append(Prediction(reply.outputs[start:end], labels, reply.version,
+                                      reply.worker))
+        start = end
+    return predictions
+
+
+class Batcher:
+    """The requests waiting per model and the batches in flight.
+
+    Not thread-safe: the transport calls it under one lock. Models take turns (round-robin,
+    least recently served first), so a busy model cannot starve another; within a model,
+    requests go in the order they came.
+    """
+
+    def __init__(self, limits: Limits, clock: Clock = time.monotonic,
+                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex):
+        self.limits = limits
+        self._clock = clock
+        self._new_id = new_id
+        self._waiting: OrderedDict[str, deque[Request]] = OrderedDict()
+        self._inflight: dict[str, Batch] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Requests not sent yet."""
+        return sum(len(queue) for queue in self._waiting.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not answered, expired or abandoned yet."""
+        return len(self._inflight)
+
+    def add(self, request: Request) -> None:
+        """Queue a request behind the earlier ones of its model."""
+        self._waiting.setdefault(request.model, deque()).append(request)
+
+    def take(self) -> Batch | None:
+        """The next batch to send, now counted in flight; None if none is due or slots are full."""
+        if len(self._inflight) >= self.limits.max_inflight:
+            return None
+        now = self._clock()
+        self._drop_gave_up(now)
+        for model, queue in list(self._waiting.items()):
+            if now >= self._due_at(queue, now):
+                return self._send(model, queue, self._next_batch_size(queue)[0])
+        return None
+
+    def wait_time(self) -> float | None:
+        """Seconds until take() or expire() may have something to do; None: not before a
+        change (a request added, a batch finished)."""
+        now = self._clock()
+        times = [batch.deadline for batch in self._inflight.values()]
+        if len(self._inflight) < self.limits.max_inflight:
+            times += [self._due_at(queue, now) for queue in self._waiting.values()]
+        return max(min(times) - now, 0.0) if times else None
+
+    def finish(self, batch_id: str) -> Batch | None:
+        """Take a batch out of flight to answer it; None for an unknown or finished one (a
+        redelivered task's second answer, or one after the deadline)."""
+        return self._inflight.pop(batch_id, None)
+
+    def expire(self) -> list[Batch]:
+        """Take out the batches in flight whose every caller's deadline has passed (freeing
+        their slots), and forget waiting requests whose caller gave up."""
+        now = self._clock()
+        self._drop_gave_up(now)
+        expired = [key for key, batch in self._inflight.items() if now >= batch.deadline]
+        return [self._inflight.pop(key) for key in expired]
+
+    def abandon(self) -> list[Batch]:
+        """Take out every batch in flight (their replies can no longer arrive)."""
+        batches, self._inflight = list(self._inflight.values()), {}
+        return batches
+
+    def _next_batch_size(self, queue: deque[Request]) -> tuple[int, int]:
+        """How many requests from the front make the next batch, and their rows."""
+        count = rows = 0
+        for request in queue:
+            # The first request always goes, alone if it is larger than the cap.
+            if count and rows + len(request.rows) > self.limits.max_rows:
+                break
+            count, rows = count + 1, rows + len(request.rows)
+        return count, rows
+
+    def _due_at(self, queue: deque[Request], now: float) -> float:
+        """When a model's next batch is due: now if it is full (no further request would fit),
+        else when its oldest request has waited the window out."""
+        count, rows = self._next_batch_size(queue)
+        if count < len(queue) or rows >= self.limits.max_rows:
+            return now
+        return queue[0].arrived + self.limits.window
+
+    def _send(self, model: str, queue: deque[Request], count: int) -> Batch:
+        """Move a model's first requests into a batch in flight; the model's turn goes last."""
+        batch = Batch(self._new_id(), model, tuple(queue.popleft() for _ in range(count)))
+        if queue:
+            self._waiting.move_to_end(model)
+        else:
+            del self._waiting[model]
+        self._inflight[batch.id] = batch
+        return batch
+
+    def _drop_gave_up(self, now: float) -> None:
+        """Settle and forget waiting requests whose caller stopped waiting: they are not sent."""
+        for model, queue in list(self._waiting.items()):
+            gone = [request for request in queue if request.gave_up(now)]
+            if not gone:
+                continue
+            for request in gone:
+                request.settle(request.late())
+            kept = deque(request for request in queue if not request.gave_up(now))
+            if kept:
+                self._waiting[model] = kept
+            else:
+                del self._waiting[model]
