@@ -169,7 +169,7 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
     wrong = [a for a in answers if a.status == 200 and not is_right(models, *a.asked, a.body)]
     served = Counter((a.asked[0], a.body["model_version"]) for a in answers if a.status == 200)
     reliability.record(
-        "Many models", "three models under load, one swapped and rolled back",
+        "Faults", "three models under load, one swapped and rolled back",
         note=f"{CLIENTS} clients over diabetes, iris and progression, 2 workers; "
              f"progression added while serving, answered {added_in:.2f} s after activation",
         sent=len(answers), correct=len(answers) - len(failed) - len(wrong), wrong=len(wrong),
