@@ -154,7 +154,7 @@ def assert_store_whole(home: Path, *, allow_staging: bool = False) -> str:
     assert listing.returncode == 0, listing.stderr
     rows = listing.stdout.splitlines()[1:]
     stored = sorted(name for name in os.listdir(registry.root / "versions"))
-    assert sorted(row.split()[0] for row in rows) == stored
+    assert sorted(row.split()[1] for row in rows) == stored  # MODEL, then VERSION
     assert all(row.split()[-1] == "ok" for row in rows), listing.stdout
     if not allow_staging:
         assert staging(registry) == []
@@ -414,8 +414,8 @@ def _corrupt_and_restart(stack: RunningStack, home: Path, registry: Registry,
     assert f"the active version {production} is damaged" in page
     listing = cli(home, "models", "list")
     assert listing.returncode == 0 and f"{production} is corrupt: " in listing.stdout
-    assert "the active version is corrupt" in listing.stdout
-    row = next(line for line in listing.stdout.splitlines() if line.startswith(production))
+    assert "the active version of diabetes is corrupt" in listing.stdout
+    row = next(line for line in listing.stdout.splitlines() if line.split()[1:2] == [production])
     assert row.split()[-2:] == ["*", "CORRUPT"], listing.stdout
     recovery = []
     for old in stack.worker_pids():

@@ -182,7 +182,7 @@ def listed_runtime(home: Path, version: str) -> str:
     """The RUNTIME column of `models list` for one version."""
     output = invoke(home, "models", "list").output.splitlines()
     column = output[0].split().index("RUNTIME") + 1  # CREATED (UTC) is two words
-    return next(line.split()[column] for line in output[1:] if line.startswith(version))
+    return next(line.split()[column] for line in output[1:] if line.split()[1] == version)
 
 
 @pytest.mark.slow
