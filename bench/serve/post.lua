@@ -9,6 +9,10 @@
 -- p50/p99 are exact nearest-rank percentiles of the ok answers' latencies: wrk's own
 -- percentiles carry its coordinated-omission correction, which for this closed loop adds
 -- synthetic samples after every stall (they are printed too, as wrk_p50_us/wrk_p99_us).
+--
+-- Many models: a second argument, comma-separated paths (wrk ... URL -- 5 /a,/b,/c), makes
+-- each connection rotate through them request by request, connection k starting at path k,
+-- so that any number of connections spreads its load evenly over the paths.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -29,20 +33,28 @@ wrk.headers["Content-Type"] = "application/json"
 -- Globals, not locals: done() reads them from each thread with thread:get().
 ok, bad, late, started, timeout = 0, 0, 0, nil, 5
 latencies, codes = {}, {}
-local payload
+first = 1
+local payloads, next_payload = {}, 1
 local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("first", #threads)
 end
 
 function init(args)
   timeout = tonumber(args[1]) or 5
-  payload = wrk.format()
+  for path in string.gmatch(args[2] or "", "[^,]+") do
+    payloads[#payloads + 1] = wrk.format(nil, path)
+  end
+  if #payloads == 0 then payloads[1] = wrk.format() end
+  next_payload = (first - 1) % #payloads + 1
 end
 
 function request()
   started = now()
+  local payload = payloads[next_payload]
+  next_payload = next_payload % #payloads + 1
   return payload
 end
 

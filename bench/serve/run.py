@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
            [--connections 1,16,64] [--only full,full2,inline,inline2,bentoml,original]
-           [--timeout 5]
+           [--timeout 5] [--many-models 1,3,10] [--tag run2]
 
 Servers: `modelserve up` (the full stack, with one and with two web processes),
 `modelserve up --inline` (the same Flask app calling the model in-process, no queue; with two
@@ -11,7 +11,13 @@ under bench/work/), and the original design (Flask -> Celery over RabbitMQ with 
 `model.predict`). Every server serves the seed model imported into a fresh MODELSERVE_HOME
 under bench/work/serve/, listens on 127.0.0.1 only, and is stopped (its whole process group)
 before the next starts, on error and on Ctrl-C too. Writes bench/results/serve-YYYY-MM-DD.md
-(and .json) and prints the table."""
+(and .json) and prints the table.
+
+--many-models 1,3,10 runs the many-models comparison instead: for each count N a fresh home
+serving N models (`diabetes` and m01, m02, ...: the same checked version under N names), the
+full stack with 2 workers, wrk spreading every connection's requests evenly over the N routes
+/api/v1/models/<name>/predict; req/s, p50, p99 and errors per N beside the one-model figure
+of the same run, and the workers' RSS after each N (writes bench/results/serve-models-DATE)."""
 
 from __future__ import annotations
 
@@ -31,10 +37,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelserve.config import Settings
 from modelserve.stack.ports import port_is_free
 from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
 
@@ -47,6 +54,9 @@ WORK = REPO / "bench" / "work" / "serve"
 BENTOML_VENV = REPO / "bench" / "work" / "bentoml-venv"
 BENTOML_REQUIREMENTS = PEERS / "bentoml-requirements.txt"
 PATH = "/api/v1/predict"
+MODEL_PATH = "/api/v1/models/{name}/predict"
+DEFAULTS = Settings(home=Path("."))
+MODELS_WORKERS = 2
 ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 BODY = json.dumps({"rows": [ROW]}).encode()
 TOLERANCE = 1e-4
@@ -230,14 +240,17 @@ def first_probability(payload) -> float:
     return float(payload)
 
 
-def check_answer(base: str, reference: float) -> float:
-    """POST the benchmark body once and check the probability matches the model's."""
-    status, body = http(base + PATH, BODY, timeout=60)
+def check_answer(base: str, reference: float, path: str = PATH, model: str = "") -> float:
+    """POST the benchmark body once and check the probability (and model name) is the model's."""
+    status, body = http(base + path, BODY, timeout=60)
     if status != 200:
-        raise BenchError(f"{base}{PATH} answered {status}: {body[:300]!r}")
-    got = first_probability(json.loads(body))
+        raise BenchError(f"{base}{path} answered {status}: {body[:300]!r}")
+    answer = json.loads(body)
+    if model and answer.get("model") != model:
+        raise BenchError(f"{base}{path} answered for model {answer.get('model')!r}, not {model}")
+    got = first_probability(answer)
     if abs(got - reference) > TOLERANCE:
-        raise BenchError(f"{base}{PATH} answered {got}, the model says {reference}")
+        raise BenchError(f"{base}{path} answered {got}, the model says {reference}")
     return got
 
 
@@ -301,17 +314,26 @@ class Context:
     ready_timeout: float
 
 
-def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1) -> tuple[str, str]:
-    """Start `modelserve up` (full stack or --inline) and wait for /v2/health/ready."""
+def launch_modelserve(ctx: Context, inline: bool, web_processes: int = 1,
+                      workers: int | None = None) -> tuple[str, str, Started]:
+    """Start `modelserve up` (full stack or --inline), wait for /v2/health/ready; return its
+    URL, its command line and the process (the root of the stack's process tree)."""
     port = free_port()
     argv = [str(ctx.venv / "bin" / "modelserve"), "up", "--port", str(port),
             "--web-processes", str(web_processes)]
     argv += ["--inline"] if inline else ["--broker-port", str(free_broker_port())]
+    argv += ["--workers", str(workers)] if workers else []
     name = f"modelserve-{'inline' if inline else 'up'}-{web_processes}"
     entry = ctx.procs.start(name, argv, ctx.env, REPO)
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/v2/health/ready", entry, ctx.procs, ctx.ready_timeout)
-    return base, " ".join(["modelserve", *argv[1:]])
+    return base, " ".join(["modelserve", *argv[1:]]), entry
+
+
+def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1) -> tuple[str, str]:
+    """Start `modelserve up` (full stack or --inline) and wait for /v2/health/ready."""
+    base, settings, _ = launch_modelserve(ctx, inline, web_processes)
+    return base, settings
 
 
 def requirements_stamp() -> str:
@@ -395,10 +417,14 @@ STARTERS: dict[str, tuple[str, Callable[[Context], tuple[str, str]]]] = {
 # ---------------------------------------------------------------- wrk
 
 
-def run_wrk(base: str, connections: int, seconds: int, timeout: float) -> dict:
-    """Run wrk with one thread per connection and return post.lua's WRK_JSON figures."""
+def run_wrk(base: str, connections: int, seconds: int, timeout: float,
+            paths: list[str] | None = None) -> dict:
+    """Run wrk with one thread per connection and return post.lua's WRK_JSON figures; with
+    paths, each connection rotates through them (post.lua's second argument)."""
+    url = base + (paths[0] if paths else PATH)
     argv = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds}s",
-            "--timeout", f"{timeout:g}s", "-s", str(POST_LUA), base + PATH, "--", f"{timeout:g}"]
+            "--timeout", f"{timeout:g}s", "-s", str(POST_LUA), url, "--", f"{timeout:g}"]
+    argv += [",".join(paths)] if paths else []
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
                           check=False, start_new_session=True)
     for line in done.stdout.splitlines():
@@ -426,15 +452,16 @@ def summarize(raw: dict) -> dict:
     }
 
 
-def measure_cell(base: str, connections: int, args: argparse.Namespace) -> dict:
+def measure_cell(base: str, connections: int, args: argparse.Namespace,
+                 paths: list[str] | None = None) -> dict:
     """Settle the server, warm it up at this concurrency, settle again, then measure."""
     waited = settle(base)
     if args.warmup > 0:
-        run_wrk(base, connections, args.warmup, args.timeout)
+        run_wrk(base, connections, args.warmup, args.timeout, paths)
         # The warm-up's last requests may leave work queued (the original design keeps
         # running tasks whose callers left): let it drain so the cell starts clean.
         waited += settle(base)
-    record = summarize(run_wrk(base, connections, args.duration, args.timeout))
+    record = summarize(run_wrk(base, connections, args.duration, args.timeout, paths))
     record["settle_s"] = waited
     return record
 
@@ -442,7 +469,7 @@ def measure_cell(base: str, connections: int, args: argparse.Namespace) -> dict:
 def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: float) -> dict:
     """Start one server, check its answer, measure every concurrency, stop it."""
     label, start = STARTERS[name]
-    result = {"name": name, "label": label, "cells": {}}
+    result: dict = {"name": name, "label": label, "cells": {}}
     try:
         print(f"== {label}: starting", flush=True)
         begun = time.monotonic()
@@ -456,6 +483,145 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
+        result["error"] = f"{type(error).__name__}: {error}"
+        print(f"   FAILED: {error}", flush=True)
+    finally:
+        ctx.procs.stop_all()
+    return result
+
+
+# ---------------------------------------------------------------- many models
+
+
+def model_names(count: int) -> list[str]:
+    """The models of a count-model run: the home's default model, then m01, m02, ..."""
+    return [DEFAULTS.model_name] + [f"m{number:02d}" for number in range(1, count)]
+
+
+def model_paths(names: list[str]) -> list[str]:
+    """Each model's JSON predict route."""
+    return [MODEL_PATH.format(name=name) for name in names]
+
+
+def capacity_for(count: int) -> int:
+    """The models a worker keeps loaded: the default cap, raised so that all count fit."""
+    return max(DEFAULTS.max_loaded_models, count)
+
+
+def prepare_models_home(venv: Path, seed_home: Path, home: Path, count: int) -> dict[str, str]:
+    """Copy the one-model home and serve its checked version under count - 1 more names.
+
+    The version directory is copied into registry/models/<name>/versions/ (catalog.py's
+    layout) and activated by the CLI, so that no model pays the ~20 s sandbox check again.
+    """
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(seed_home, home, symlinks=True)
+    registry = home / "registry"
+    version = Path(os.readlink(registry / "active")).name
+    env = dict(os.environ, MODELSERVE_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="2",
+               MODELSERVE_MAX_LOADED_MODELS=str(capacity_for(count)))
+    for name in model_names(count)[1:]:
+        shutil.copytree(registry / "versions" / version,
+                        registry / "models" / name / "versions" / version, symlinks=True)
+        run_checked([str(venv / "bin" / "modelserve"), "models", "activate", name, version],
+                    env, f"modelserve models activate {name}")
+    return env
+
+
+def read_argv(pid: int) -> list[str]:
+    """A process's command line, or nothing when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def rss_mib(pid: int) -> float | None:
+    """A process's resident set (VmRSS) in MiB, or None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines()
+                if line.startswith("VmRSS:")), None)
+    return None if kib is None else kib / 1024
+
+
+def stack_memory(root: int) -> dict:
+    """The RSS of a stack's worker processes (`modelserve worker --name wN`) and web processes
+    (gunicorn: master and its workers), found among the descendants of `modelserve up`."""
+    workers, web = {}, {}
+    for pid in descendants(root):
+        argv, rss = read_argv(pid), rss_mib(pid)
+        if rss is None:
+            continue
+        if "modelserve" in argv and "worker" in argv:
+            name = argv[argv.index("--name") + 1] if "--name" in argv[:-1] else str(pid)
+            workers[name] = {"pid": pid, "rss_mib": rss}
+        elif any("gunicorn" in part for part in argv):
+            web[str(pid)] = {"pid": pid, "rss_mib": rss}
+    return {
+        "workers": dict(sorted(workers.items())),
+        "workers_sum_mib": sum(w["rss_mib"] for w in workers.values()),
+        "web_sum_mib": sum(w["rss_mib"] for w in web.values()),
+        "web_processes": len(web),
+    }
+
+
+def batch_totals(base: str) -> tuple[float, float] | None:
+    """The web process's modelserve_batch_rows sum and count (rows sent, batches sent)."""
+    status, body = http(base + "/metrics")
+    if status != 200:
+        return None
+    values = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("modelserve_batch_rows_sum", "modelserve_batch_rows_count"):
+            values[name] = float(value)
+    if len(values) < 2:
+        return None
+    return values["modelserve_batch_rows_sum"], values["modelserve_batch_rows_count"]
+
+
+def rows_per_batch(before: tuple[float, float] | None,
+                   after: tuple[float, float] | None) -> float | None:
+    """The mean rows per batch sent between two readings of batch_totals."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: float) -> dict:
+    """Serve count models from one stack, check each, measure every concurrency spread over
+    all of them, read the processes' RSS, stop the stack."""
+    names = model_names(count)
+    result: dict = {"models": count, "names": names, "cells": {},
+                    "max_loaded_models": capacity_for(count), "workers": MODELS_WORKERS}
+    try:
+        print(f"== {count} model(s): preparing", flush=True)
+        env = prepare_models_home(ctx.venv, WORK / "home", WORK / f"home-{count}-models", count)
+        begun = time.monotonic()
+        base, settings, entry = launch_modelserve(replace(ctx, env=env), inline=False,
+                                                  workers=MODELS_WORKERS)
+        result["startup_s"] = time.monotonic() - begun
+        result["settings"] = f"{settings} (MODELSERVE_MAX_LOADED_MODELS={capacity_for(count)})"
+        paths = model_paths(names)
+        for name, path in zip(names, paths, strict=True):
+            check_answer(base, reference, path, name)
+        # Others share this machine: the load around the cells says how much they took.
+        result["load_before"] = os.getloadavg()[0]
+        for connections in args.connections:
+            # One web process batches every request, so its counters are the whole stack's.
+            before = batch_totals(base)
+            cell = measure_cell(base, connections, args, paths)
+            cell["rows_per_batch"] = rows_per_batch(before, batch_totals(base))
+            result["cells"][connections] = cell
+            print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
+            ctx.procs.check_alive(f"the {connections}-connection cell")
+        result["load_after"] = os.getloadavg()[0]
+        result["memory"] = stack_memory(entry.process.pid)
+        print(f"   workers' RSS {format_memory(result['memory'])}", flush=True)
+    except Exception as error:  # noqa: BLE001 (one count failing must not stop the others)
         result["error"] = f"{type(error).__name__}: {error}"
         print(f"   FAILED: {error}", flush=True)
     finally:
@@ -509,6 +675,155 @@ def table(results: list[dict], connections: list[int]) -> list[str]:
     return lines
 
 
+def format_memory(memory: dict) -> str:
+    """The workers' RSS on one line, e.g. `w1 240 MiB, w2 238 MiB (sum 478 MiB)`."""
+    each = ", ".join(f"{name} {w['rss_mib']:,.0f} MiB" for name, w in memory["workers"].items())
+    return f"{each or 'no worker found'} (sum {memory['workers_sum_mib']:,.0f} MiB)"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    """value / base as `0.93×`, or a dash when either is missing."""
+    return f"{value / base:.2f}×" if value is not None and base else "–"
+
+
+def baseline(results: list[dict]) -> dict | None:
+    """The one-model result of this run (the first, if the counts repeat 1), if it ran."""
+    return next((r for r in results if r["models"] == 1 and r["cells"]), None)
+
+
+def models_table(results: list[dict], connections: list[int]) -> list[str]:
+    """The Markdown table: one row per model count and concurrency, ratios against one model."""
+    one = baseline(results)
+    lines = [
+        "| models | conns | req/s (2xx) | req/s vs 1 model | p50 ms | p99 ms | p99 vs 1 model "
+        "| errors | non-2xx | rows per batch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        if "error" in result and not result["cells"]:
+            reason = result["error"].splitlines()[0]
+            lines.append(f"| {result['models']} | – | did not run: {reason} | | | | | | | |")
+            continue
+        for c in connections:
+            cell = result["cells"].get(c)
+            if cell is None:
+                lines.append(f"| {result['models']} | {c} | not measured | | | | | | | |")
+                continue
+            base = one["cells"].get(c) if one else None
+            per_batch = cell.get("rows_per_batch")
+            lines.append(
+                f"| {result['models']} | {c} | {cell['rps']:,.1f} "
+                f"| {ratio(cell['rps'], base and base['rps'])} | {format_ms(cell['p50_ms'])} "
+                f"| {format_ms(cell['p99_ms'])} | {ratio(cell['p99_ms'], base and base['p99_ms'])} "
+                f"| {cell['errors']:,} | {format_codes(cell)} "
+                f"| {'–' if per_batch is None else f'{per_batch:.1f}'} |"
+            )
+    return lines
+
+
+def memory_table(results: list[dict]) -> list[str]:
+    """The RSS of the workers (and of the web processes) after each model count's run."""
+    lines = ["| models | loaded per worker (cap) | RSS per worker MiB | workers' sum MiB "
+             "| web processes' sum MiB |", "|---:|---|---|---:|---:|"]
+    for r in results:
+        memory = r.get("memory")
+        if not memory:
+            lines.append(f"| {r['models']} | – | not measured | | |")
+            continue
+        each = ", ".join(f"{n} {w['rss_mib']:,.1f}" for n, w in memory["workers"].items())
+        loaded = min(r["models"], r["max_loaded_models"])
+        lines.append(f"| {r['models']} | {loaded} ({r['max_loaded_models']}) | {each} "
+                     f"| {memory['workers_sum_mib']:,.0f} | {memory['web_sum_mib']:,.0f} "
+                     f"({memory['web_processes']} processes) |")
+    return lines
+
+
+def mean_worker_rss(result: dict) -> float | None:
+    """The mean RSS of one worker process after a run, if it was read."""
+    workers = (result.get("memory") or {}).get("workers") or {}
+    return sum(w["rss_mib"] for w in workers.values()) / len(workers) if workers else None
+
+
+def models_verdict(results: list[dict], connections: list[int]) -> list[str]:
+    """The issue's goal (the most models cost <= 20% throughput against one) and the
+    per-model memory cost, in words; a one-model run repeated later is compared too, since
+    the difference between the two shows how far the machine drifted meanwhile."""
+    ones = [r for r in results if r["models"] == 1 and r["cells"]]
+    most = max((r for r in results if r["cells"]), key=lambda r: r["models"], default=None)
+    if not ones or most is None or most["models"] == 1:
+        return ["Goal not judged: the run needs one model and more than one model measured."]
+    lines = []
+    for c in connections:
+        cell = most["cells"].get(c)
+        shares = [cell["rps"] / one["cells"][c]["rps"] for one in ones
+                  if cell and one["cells"].get(c) and one["cells"][c]["rps"]]
+        if shares:
+            verdict = "met" if shares[0] >= 0.8 else "not met"
+            again = (f"; {', '.join(f'{x:.0%}' for x in shares[1:])} against the one-model "
+                     "run repeated later" if len(shares) > 1 else "")
+            lines.append(f"- {c} connection(s): {most['models']} models give {shares[0]:.0%} "
+                         f"of the one-model req/s (goal >= 80%: {verdict}){again}.")
+    small, large = mean_worker_rss(ones[0]), mean_worker_rss(most)
+    if small is not None and large is not None:
+        lines.append(f"- Memory: a worker holds {large:,.1f} MiB with {most['models']} models "
+                     f"loaded against {small:,.1f} MiB with one: "
+                     f"{(large - small) / (most['models'] - 1):,.2f} MiB per extra model.")
+    return lines
+
+
+def models_report(results: list[dict], info: dict, args: argparse.Namespace,
+                  model: dict) -> list[str]:
+    """The many-models document: throughput by model count, memory, the goal, the method."""
+    counts = ", ".join(str(r["models"]) for r in results)
+    lines = [f"# Serving benchmark, many models ({counts}), {info['date']}", "",
+             *models_table(results, args.connections), "",
+             "## Goal: many models cost <= 20% throughput against one", "",
+             *models_verdict(results, args.connections), "",
+             "## Workers' memory after each run (VmRSS)", "", *memory_table(results), "",
+             "## How it was measured", "", *machine_lines(info)]
+    lines += [
+        f"- Models: for each count N a fresh MODELSERVE_HOME serving N models, `diabetes` (the "
+        f"production seed model imported by the CLI, version {model['version']}) and m01, "
+        "m02, ...: the same checked version directory copied under each name and activated "
+        "with `modelserve models activate`, so every model is the same small numpy plan and "
+        "the counts differ only in how many models there are.",
+        f"- Stack: `modelserve up` (one web process, {MODELS_WORKERS} workers, its own RabbitMQ "
+        "node), started afresh for each N; MODELSERVE_MAX_LOADED_MODELS is the default "
+        f"({DEFAULTS.max_loaded_models}) unless N is larger, then N (10 for 10 models), so "
+        "every worker keeps every model loaded (workers load the served models at start).",
+        f"- Load: `POST /api/v1/models/<name>/predict` `{BODY.decode()}`; each wrk connection "
+        "rotates through the N routes request by request (post.lua's second argument), "
+        "connection k starting at model k, so every count gets the same load spread evenly. "
+        "Before measuring, every model's answer was checked (its name, and the probability "
+        f"against `modelserve predict`: {model['probability']:.7f}, within {TOLERANCE:g}).",
+        *counting_lines(args),
+        "- rows per batch: the mean rows in each message the web process sent to the workers "
+        "during the cell (its warm-up and settling included), from the modelserve_batch_rows "
+        "histogram of /metrics: a batch holds one model's rows only, so N models split the "
+        "same load into smaller batches.",
+        "- Memory: VmRSS from /proc/<pid>/status of each `modelserve worker` process (and of "
+        "gunicorn's processes), descendants of `modelserve up`, read after the last cell.",
+        "- The machine is shared: the load average around each count's cells is in the last "
+        "column below (2 cores; wrk and the stack alone make about 2).",
+        "",
+        "| models | settings | start-up s | settle s per cell | load average (1 min) "
+        "before, after |",
+        "|---:|---|---:|---|---|",
+    ]
+    for r in results:
+        settles = ", ".join(f"{c['settle_s']:.1f}" for c in r["cells"].values()) or "–"
+        startup = f"{r['startup_s']:.1f}" if "startup_s" in r else "–"
+        load = (f"{r['load_before']:.1f}, {r['load_after']:.1f}" if "load_after" in r else "–")
+        lines.append(f"| {r['models']} | {r.get('settings', '–')} | {startup} | {settles} "
+                     f"| {load} |")
+    failures = [r for r in results if "error" in r]
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures:
+            lines += [f"{r['models']} model(s):", "", "```", r["error"], "```", ""]
+    return lines
+
+
 def package_versions(python: Path, names: list[str]) -> dict[str, str]:
     """Ask an interpreter (a venv's) which versions of some packages it has."""
     code = ("import json, sys, importlib.metadata as m\n"
@@ -551,22 +866,21 @@ def machine(venv: Path) -> dict:
     }
 
 
-def report(results: list[dict], info: dict, args: argparse.Namespace, model: dict) -> list[str]:
-    """The whole Markdown document: table, then how it was measured."""
+def machine_lines(info: dict) -> list[str]:
+    """The bullets on the machine and the software, shared by both reports."""
     project = ", ".join(f"{k} {v}" for k, v in info["project"].items())
     bento = ", ".join(f"{k} {v}" for k, v in info["bentoml_venv"].items()) or "not built"
-    lines = [f"# Serving benchmark, {info['date']}", "", *table(results, args.connections), ""]
-    lines += [
-        "## How it was measured",
-        "",
+    return [
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}; wrk runs on the same cores as the server.",
         f"- Software: Python {info['python']}; project venv: {project}; BentoML venv: {bento}; "
         f"wrk {info['wrk']}; RabbitMQ {info['rabbitmq']}.",
-        f"- Model: the production seed model imported into a fresh MODELSERVE_HOME "
-        f"(version {model['version']}); every server serves its model.keras. The request "
-        f"`POST {PATH}` `{BODY.decode()}`; every server's answer was checked against "
-        f"`modelserve predict` ({model['probability']:.7f}) within {TOLERANCE:g}.",
+    ]
+
+
+def counting_lines(args: argparse.Namespace) -> list[str]:
+    """The bullets on how wrk measured and what the columns count, shared by both reports."""
+    return [
         f"- wrk: one thread per connection, {args.duration} s per cell after a "
         f"{args.warmup} s warm-up at the same concurrency; before the warm-up and "
         "again before the measurement the server is settled (one request must answer within "
@@ -576,6 +890,21 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         "plus requests still unanswered at the end and older than the timeout). p50/p99 are "
         "exact percentiles of the 2xx answers' latencies, timed per connection by post.lua "
         "(wrk's own, with its coordinated-omission correction, are in the .json).",
+    ]
+
+
+def report(results: list[dict], info: dict, args: argparse.Namespace, model: dict) -> list[str]:
+    """The whole Markdown document: table, then how it was measured."""
+    lines = [f"# Serving benchmark, {info['date']}", "", *table(results, args.connections), ""]
+    lines += [
+        "## How it was measured",
+        "",
+        *machine_lines(info),
+        f"- Model: the production seed model imported into a fresh MODELSERVE_HOME "
+        f"(version {model['version']}); every server serves its model.keras. The request "
+        f"`POST {PATH}` `{BODY.decode()}`; every server's answer was checked against "
+        f"`modelserve predict` ({model['probability']:.7f}) within {TOLERANCE:g}.",
+        *counting_lines(args),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",
@@ -592,14 +921,15 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
     return lines
 
 
-def write_results(lines: list[str], results: list[dict], info: dict, only: str | None) -> Path:
+def write_results(lines: list[str], results: list[dict], info: dict, model: dict,
+                  stem: str) -> Path:
     """Write the Markdown report and the raw figures under bench/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"serve-{info['date']}" + (f"-{only}" if only else "")
     path = RESULTS / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(
-        json.dumps({"machine": info, "results": results}, indent=2, default=str) + "\n"
+        json.dumps({"machine": info, "model": model, "results": results}, indent=2,
+                   default=str) + "\n"
     )
     return path
 
@@ -621,10 +951,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=Path(default_data))
     parser.add_argument("--venv", type=Path, default=REPO / ".venv",
                         help="the project's venv (modelserve, celery, gunicorn)")
+    parser.add_argument("--many-models", metavar="COUNTS",
+                        help="instead of the servers: the full stack serving each count of "
+                             "models, load spread over them, e.g. 1,3,10")
+    parser.add_argument("--tag", default="", help="suffix for the results' file names, e.g. run2")
     args = parser.parse_args()
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
     if not args.connections or min(args.connections) < 1 or args.duration < 1:
         parser.error("--connections needs positive integers and --duration at least 1")
+    if args.many_models and args.only:
+        parser.error("--many-models runs the full stack only: leave --only out")
+    args.counts = [int(c) for c in (args.many_models or "").split(",") if c.strip()]
+    if args.many_models and (not args.counts or not 1 <= min(args.counts) <= max(args.counts)
+                             <= 48):
+        parser.error("--many-models needs counts from 1 to 48, e.g. 1,3,10")
     args.names = args.only.split(",") if args.only else list(SERVERS)
     if unknown := set(args.names) - set(SERVERS):
         parser.error(f"unknown server {', '.join(sorted(unknown))}; choose from {SERVERS}")
@@ -657,14 +997,23 @@ def main() -> None:
             probability, version = reference_probability(args.venv, env, WORK)
             model = (WORK / "home" / "registry" / "active" / "model.keras").resolve()
             ctx = Context(args.venv, env, model, procs, args.ready_timeout)
-            results = [bench_server(name, ctx, args, probability) for name in args.names]
+            if args.counts:
+                results = [bench_models(count, ctx, args, probability) for count in args.counts]
+            else:
+                results = [bench_server(name, ctx, args, probability) for name in args.names]
     except KeyboardInterrupt:
         sys.exit("interrupted: every process started was stopped; nothing written")
     info = machine(args.venv) | {"date": datetime.now(UTC).strftime("%Y-%m-%d")}
     model_facts = {"version": version, "probability": probability}
-    lines = report(results, info, args, model_facts)
-    path = write_results(lines, results, info, args.only and args.only.replace(",", "-"))
-    print("\n".join(table(results, args.connections)))
+    parts = ["serve-models" if args.counts else "serve", info["date"],
+             args.only and args.only.replace(",", "-"), args.tag]
+    stem = "-".join(part for part in parts if part)
+    if args.counts:
+        lines, shown = models_report(results, info, args, model_facts), models_table
+    else:
+        lines, shown = report(results, info, args, model_facts), table
+    path = write_results(lines, results, info, model_facts, stem)
+    print("\n".join(shown(results, args.connections)))
     print(f"results written to {path}")
 
 

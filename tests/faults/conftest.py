@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
 from kombu import Connection
-from serving.conftest import expected, prepare_home, version_of_seed
+from serving.conftest import expected, prepare_home
 from serving.stack_helpers import (
     ROW,
     Answer,
@@ -37,8 +36,7 @@ LOAD_TIMEOUT = 30.0  # well past the stack's deadline: a HUNG request is one the
 def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
     """A home with the production seed model active."""
     home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv)
-    _activate_seed(home, "production")
+    prepare_home(home, shared_data, pima_csv, active="production")
     return home
 
 
@@ -47,15 +45,8 @@ def home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
 def two_model_home(tmp_path: Path, shared_data: Path, pima_csv: Path) -> Path:
     """A home with both seed models registered; production is active."""
     home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv, ("production", "development"))
-    _activate_seed(home, "production")
+    prepare_home(home, shared_data, pima_csv, ("production", "development"), active="production")
     return home
-
-
-def _activate_seed(home: Path, name: str) -> None:
-    """Activate the version converted from a seed model."""
-    result = run_cli("models", "activate", version_of_seed(home, name), home=home)
-    assert result.returncode == 0, result.stderr
 
 
 def expected_probability(home: Path, version: str) -> float:

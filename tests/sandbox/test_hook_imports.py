@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import run_cli
 from delivery import pushes
 from delivery.gitops import commit_and_push, git
-from serving.conftest import prepare_home, version_of_seed
+from serving.conftest import prepare_home
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the namespaces backend needs root")]
@@ -44,9 +44,7 @@ def test_the_pre_receive_hook_converts_checks_and_scores_without_importing_model
     """A real push of a legacy pair, converted, checked and scored (then refused as worse):
     the hook process imported the gate, and none of Keras, TensorFlow, h5py."""
     home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"),
-                   home=home).returncode == 0
+    prepare_home(home, shared_data, pima_csv, active="production")
     assert run_cli("delivery", "init", "--web-url", "http://127.0.0.1:9", home=home).returncode == 0
     checkout = tmp_path / "dev"
     git("clone", "-q", str(home / "delivery" / "models.git"), str(checkout), cwd=tmp_path)

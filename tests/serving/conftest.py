@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,14 +27,60 @@ CHROMIUM_ARGS = [
 ]
 
 
-def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("production",)) -> None:
-    """A MODELSERVE_HOME with the dataset and the given seed models registered."""
-    assert run_cli("data", "import", pima_csv, home=home).returncode == 0
-    for name in seeds:
-        seed = shared_data / "seed-model" / name
+# Homes prepared once per session, by (data, dataset, seeds), copied into each test's home: every
+# import-legacy checks its model in the sandbox (TensorFlow starts, ~20 s a seed), and a copy of a
+# home whose checks ran is the same bytes those checks would write again (nothing in it names
+# the home's own path). A template of n seeds is the one of n-1 plus the last seed, so a seed
+# is checked once per session whatever mix of seed lists the tests ask for; one with a seed
+# activated is the one without plus that `models activate`.
+_PREPARED: dict[tuple[Path, Path, tuple[str, ...], str | None], Path] = {}
+_PREPARED_ROOT: list[Path] = []
+
+
+def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("production",),
+                 active: str | None = None) -> None:
+    """A MODELSERVE_HOME with the dataset and the given seed models registered (and the seed
+    named by active activated)."""
+    template = _prepared(Path(shared_data), Path(pima_csv), tuple(seeds), active)
+    shutil.copytree(template, home, symlinks=True, dirs_exist_ok=True)
+
+
+def _prepared(shared_data: Path, pima_csv: Path, seeds: tuple[str, ...],
+              active: str | None = None) -> Path:
+    """The session's template home of the dataset and these seeds, made on first use."""
+    key = (shared_data, pima_csv, seeds, active)
+    if key not in _PREPARED:
+        _PREPARED[key] = _make_template(shared_data, pima_csv, seeds, active)
+    return _PREPARED[key]
+
+
+def _make_template(shared_data: Path, pima_csv: Path, seeds: tuple[str, ...],
+                   active: str | None) -> Path:
+    """A template home: the one of one step less, plus that step (activate, add, data)."""
+    if active is not None:
+        home = _new_template(_prepared(shared_data, pima_csv, seeds))
+        result = run_cli("models", "activate", version_of_seed(home, active), home=home)
+    elif seeds:
+        home = _new_template(_prepared(shared_data, pima_csv, seeds[:-1]))
+        seed = shared_data / "seed-model" / seeds[-1]
         result = run_cli("model", "import-legacy", seed / "model.json", seed / "model.h5",
                          home=home)
-        assert result.returncode == 0, result.stderr
+    else:
+        home = _new_template(None)
+        result = run_cli("data", "import", pima_csv, home=home)
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+def _new_template(start: Path | None) -> Path:
+    """A new template home's path: a copy of start, or not made yet (removed at exit)."""
+    if not _PREPARED_ROOT:
+        _PREPARED_ROOT.append(Path(tempfile.mkdtemp(prefix="modelserve-seed-homes-")))
+        atexit.register(shutil.rmtree, _PREPARED_ROOT[0], ignore_errors=True)
+    home = Path(tempfile.mkdtemp(dir=_PREPARED_ROOT[0])) / "home"
+    if start is not None:
+        shutil.copytree(start, home, symlinks=True)
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +88,7 @@ def prepare_home(home: Path, shared_data: Path, pima_csv: Path, seeds=("producti
 def serving_home(tmp_path_factory, shared_data: Path, pima_csv: Path) -> Path:
     """A home with the production and development seed models; production is active."""
     home = tmp_path_factory.mktemp("serving") / "home"
-    prepare_home(home, shared_data, pima_csv, ("production", "development"))
-    production = version_of_seed(home, "production")
-    assert run_cli("models", "activate", production, home=home).returncode == 0
+    prepare_home(home, shared_data, pima_csv, ("production", "development"), active="production")
     return home
 
 

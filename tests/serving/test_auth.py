@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, BrowserContext
 from modelserve.auth.tokens import utcnow
 from modelserve.fsutil import atomic_write_text
 from serving.auth_helpers import bearer, create_token
-from serving.conftest import prepare_home, version_of_seed
+from serving.conftest import prepare_home
 from serving.stack_helpers import ROW, Response, RunningStack, http, start_stack
 from serving.test_pages import upload
 
@@ -47,9 +47,7 @@ PREDICT_BODY = json.dumps({"rows": [ROW]}).encode()
 def stack(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """A stack on loopback with authentication required (as it is off loopback)."""
     home = tmp_path_factory.mktemp("auth") / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"),
-                   home=home).returncode == 0
+    prepare_home(home, shared_data, pima_csv, active="production")
     running = start_stack(home, "--workers", "1", "--web-processes", str(WEB_PROCESSES),
                           env=STACK_ENV)
     try:

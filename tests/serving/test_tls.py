@@ -65,9 +65,8 @@ def tls_stack(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """A stack with one worker serving HTTPS with a self-signed certificate for localhost."""
     root = tmp_path_factory.mktemp("tls")
     home = root / "home"
-    prepare_home(home, shared_data, pima_csv)
+    prepare_home(home, shared_data, pima_csv, active="production")
     version = version_of_seed(home, "production")
-    assert run_cli("models", "activate", version, home=home).returncode == 0
     cert, key, _ = self_signed(root / "tls", "--name", "modelserve.test")
     stack = start_stack(home, "--workers", "1", "--tls-cert", str(cert), "--tls-key", str(key))
     try:

@@ -32,9 +32,8 @@ from serving.stack_helpers import (
 def test_up_serves_then_ctrl_c_stops_everything(tmp_path: Path, shared_data, pima_csv):
     """URLs and readiness are printed; SIGINT leaves no process and no port behind."""
     home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv)
+    prepare_home(home, shared_data, pima_csv, active="production")
     version = version_of_seed(home, "production")
-    assert run_cli("models", "activate", version, home=home).returncode == 0
     stack = start_stack(home, "--workers", "2")
     stack.wait_ready(workers=2)
     children = stack.children()
@@ -101,9 +100,7 @@ def test_a_broker_that_stops_while_starting_says_why(tmp_path: Path):
 def test_a_private_broker_that_dies_is_started_again(tmp_path: Path, shared_data, pima_csv):
     """kill -9 the node: `up` says so, starts it again, and the same web and worker serve."""
     home = tmp_path / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"), home=home
-                   ).returncode == 0
+    prepare_home(home, shared_data, pima_csv, active="production")
     stack = start_stack(home, "--workers", "1")
     try:
         stack.wait_ready(workers=1)

@@ -35,7 +35,9 @@ def delivery() -> None:
 @delivery.command()
 @click.option("--branch", default=DEFAULTS.branch, show_default=True,
               help="The branch whose pushes are deployed; others are only stored.")
-@click.option("--folder", default=DEFAULTS.folder, help="Where the model is in the repository.")
+@click.option("--folder", default=DEFAULTS.folder,
+              help="Where the models are in the repository: the default model's files, and "
+              "a folder NAME/ in it for each other model [default: the root].")
 @click.option("--tolerance", type=click.FloatRange(0, 1), default=DEFAULTS.tolerance,
               show_default=True, help="Accuracy a new model may lose against the live one.")
 @click.option("--max-mb", type=click.FloatRange(0.001), default=DEFAULTS.max_bytes / 2**20,

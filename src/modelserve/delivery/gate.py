@@ -1,10 +1,10 @@
 """The pre-receive gate: nothing reaches production that does not load, fit and score well.
 
-A candidate is materialized from the pushed commit (still in git's quarantine), converted if
-it is a legacy pair, checked in the sandbox, compared with the live model's input
-contract, and scored (in the sandbox too) against the live model on this server's own
-evaluation rows. Only a candidate that passes is kept, under pending/<commit>, for the
-post-receive hook.
+Each model the push deploys (layout.py: the root for the default model, NAME/ for the
+others) is materialized from the pushed commit (still in git's quarantine), converted if it
+is a legacy pair, checked in the sandbox, compared with that model's live input contract,
+and scored (in the sandbox too) against its live version on the rows of its own stored data.
+Only a push whose models all pass is kept, under pending/<commit>, for the post-receive hook.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,7 +33,15 @@ from modelserve.delivery.comparison import (
     task_metrics,
 )
 from modelserve.delivery.config import DeliveryConfig, delivery_dir
-from modelserve.delivery.known import version_deployed_from
+from modelserve.delivery.known import failed_before, version_deployed_from
+from modelserve.delivery.layout import (
+    LEGACY_FILES,
+    MODEL_FILES,
+    deployed_models,
+    model_folders,
+    removed_models,
+)
+from modelserve.delivery.pushed import GitReadError
 from modelserve.delivery.refs import (
     ZERO,
     TreeEntry,
@@ -45,11 +53,12 @@ from modelserve.delivery.refs import (
 from modelserve.errors import UserError
 from modelserve.model import metrics
 from modelserve.model.bundle import MANIFEST_FILE, MODEL_FILE, read_bundle_spec
-from modelserve.model.dataset import stored_dataset
+from modelserve.model.dataset import DATA_FILE, TABLE_FILE, stored_dataset
 from modelserve.model.holdout import HeldOut, held_out
 from modelserve.model.plan import Plan
 from modelserve.model.spec import Metrics, ModelSpec
 from modelserve.registry import Registry, RegistryError
+from modelserve.registry.catalog import Catalog
 from modelserve.sandbox.confined import (
     check_bundle_confined,
     convert_legacy_confined,
@@ -60,8 +69,7 @@ from modelserve.sandbox.runner import SandboxUnavailable
 
 PLAN_FILE = "plan.npz"
 NOTE_FILE = "delivery.json"
-LEGACY_FILES = ("model.json", "model.h5")
-MODEL_FILES = (MODEL_FILE, MANIFEST_FILE, *LEGACY_FILES)
+MODELS_DIR = "models"  # pending/<commit>/models/<name>/bundle: each judged model's candidate
 STALE_SECONDS = 3600  # no push takes an hour between its two hooks
 Say = Callable[[str], None]
 
@@ -86,6 +94,18 @@ class Verdict:
     judged: Comparison | None = None  # None for a revert (not scored again)
     earlier_version: str | None = None
     seconds: float = 0.0
+    model: str = ""  # the model's name ("": not named, as a one-model line was)
+    new: bool = False  # no model of this name here before this push
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """One model a push deploys: its name, its folder in the commit, its files' id."""
+
+    name: str
+    folder: str  # "" for the repository root
+    files_id: str
+    new: bool  # this server has no model of this name yet
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,8 @@ def pre_receive(settings: Settings, config: DeliveryConfig, updates: list[Update
         if update.ref != branch_ref:
             say(f"{update.ref}: stored, not deployed (only {config.branch} deploys)")
             continue
-        verdict = judge(settings, config, update.new, options, say)
-        say(_acceptance(update.new, verdict))
+        for line in judge_push(settings, config, update, options, say):
+            say(line)
 
 
 def _check_limits(config: DeliveryConfig, updates: list[Update]) -> None:
@@ -169,50 +189,127 @@ def _folder_files(commit: str, config: DeliveryConfig) -> list[TreeEntry]:
 
 def _acceptance(commit: str, verdict: Verdict) -> str:
     """The `remote:` line of a candidate that passed."""
+    named = f" for {verdict.model}" if verdict.model else ""
     if verdict.earlier_version or verdict.judged is None:
-        return (f"accepted {commit[:12]}: a revert to the model files of {verdict.earlier_version}"
-                ", live before; it goes back into service as it was")
-    return f"accepted {commit[:12]} in {verdict.seconds:.1f} s: {verdict.judged.summary()}"
+        return (f"accepted {commit[:12]}{named}: a revert to the model files of "
+                f"{verdict.earlier_version}, live before; it goes back into service as it was")
+    new = " (a new model here)" if verdict.new else ""
+    return (f"accepted {commit[:12]}{named}{new} in {verdict.seconds:.1f} s: "
+            f"{verdict.judged.summary()}")
 
 
-def judge(settings: Settings, config: DeliveryConfig, commit: str, options: dict[str, str],
-          say: Say) -> Verdict:
-    """Materialize, convert, check and score one pushed commit; keep it pending if it passes."""
+def judge_push(settings: Settings, config: DeliveryConfig, update: Update,
+               options: dict[str, str], say: Say) -> list[str]:
+    """Judge every model a push deploys; keep them pending together only if all pass.
+
+    Returns the lines to say: one per model, and one per model the push no longer holds.
+    """
     started = time.time()
-    pending = pending_dir(settings, commit)
+    pending = pending_dir(settings, update.new)
     _prune_stale(_ensure(pending.parent))
-    files_id = _model_files_id(commit, config)
+    models, removed = _models_to_deploy(settings, config, update)
     scratch = Path(tempfile.mkdtemp(prefix=".gate-", dir=pending.parent))
     try:
-        earlier = _deployed_before(settings, files_id)
-        if earlier:
-            verdict = Verdict(earlier_version=earlier)
-        else:
-            verdict = Verdict(_judge_new_model(settings, config, commit, scratch, options, say))
-        _record(scratch / NOTE_FILE, commit, files_id, earlier, options, started)
+        verdicts, refusals = [], []
+        for model in models:
+            try:
+                verdicts.append(_judge_model(settings, config, update.new, model,
+                                             scratch / MODELS_DIR / model.name, options, say))
+            except (Refused, GitReadError) as error:  # judge the others: say every refusal
+                refusals.append(_naming(model.name, str(error)))
+        if refusals:
+            raise Refused("\n".join(refusals + _none_deployed(verdicts)))
+        _record(scratch / NOTE_FILE, update.new, models, verdicts, options, started)
         shutil.rmtree(pending, ignore_errors=True)
-        scratch.rename(pending)  # atomic: post-receive sees a whole candidate or none
-        return replace(verdict, seconds=time.time() - started)
+        scratch.rename(pending)  # atomic: post-receive sees a whole push or none of it
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    lines = [_acceptance(update.new, verdict) for verdict in verdicts]
+    if not models:
+        lines.append(f"accepted {update.new[:12]}: no model changed; nothing to deploy")
+    return lines + [_removed_line(name) for name in removed]
 
 
-def _judge_new_model(settings: Settings, config: DeliveryConfig, commit: str, scratch: Path,
-                     options: dict[str, str], say: Say) -> Comparison:
-    """Extract, convert, check and score a model never deployed here; leave its bundle."""
-    tree = _materialize(commit, config, scratch / "tree")
-    bundle = _checked_candidate(settings, tree, scratch / "bundle")
-    judged = _compare(settings, config, bundle, options, say)
-    shutil.rmtree(scratch / "tree")  # kept: only the bundle and the note
-    return judged
+def _naming(name: str, refusal: str) -> str:
+    """A model's refusal line with the model named: `refused: model NAME: ...`."""
+    return f"refused: model {name}: {refusal.removeprefix('refused: ')}"
 
 
-def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
+def _none_deployed(passed: list[Verdict]) -> list[str]:
+    """The line that says the models which passed are not deployed either (if any passed)."""
+    if not passed:
+        return []
+    names = ", ".join(verdict.model for verdict in passed)
+    return [f"nothing deployed: {names} passed the gate, but a push deploys all its models "
+            "or none"]
+
+
+def _removed_line(name: str) -> str:
+    """What happens to a model whose files a push removed: nothing, and how to retire it."""
+    return (f"{name}: no longer in the repository; still served as it was (`modelserve "
+            f"models retire {name}` on the server stops serving it)")
+
+
+def _models_to_deploy(settings: Settings, config: DeliveryConfig,
+                      update: Update) -> tuple[list[Pushed], list[str]]:
+    """The models this push deploys, and those whose files it removed."""
+    after = _model_folders(update.new, config, settings.model_name)
+    if not after:
+        where = f" in {config.folder.strip('/')}/" if config.folder.strip("/") else ""
+        raise Refused(f"refused: no model in the push{where}: expected model.keras + "
+                      "manifest.json, or model.json + model.h5 (at the root for "
+                      f"{settings.model_name}, in a folder NAME/ for any other model)")
+    before = {} if update.old == ZERO else _model_folders(update.old, config,
+                                                          settings.model_name)
+    ids_after = {name: _model_files_id(update.new, folder) for name, folder in after.items()}
+    ids_before = {name: _model_files_id(update.old, folder) for name, folder in before.items()}
+    catalog = Catalog.of(settings)
+    names = deployed_models(ids_before, ids_after,
+                            lambda name, files: failed_before(settings, name, files))
+    models = [Pushed(name, after[name], ids_after[name], not catalog.exists(name))
+              for name in names]
+    return models, removed_models(ids_before, ids_after)
+
+
+def _model_folders(commit: str, config: DeliveryConfig, default: str) -> dict[str, str]:
+    """Each model a commit holds, and its folder (the area itself for the default model)."""
+    area = config.folder.strip("/")
+    listed = pushed.entries(commit, [area] if area else [], recursive=True)
+    return model_folders((entry.path for entry in listed), area, default)
+
+
+def _judge_model(settings: Settings, config: DeliveryConfig, commit: str, model: Pushed,
+                 out: Path, options: dict[str, str], say: Say) -> Verdict:
+    """Judge one model of a push: a revert, or materialized, checked and scored into out."""
+    started = time.time()
+    earlier = _deployed_before(settings, model)
+    if earlier:
+        return Verdict(earlier_version=earlier, model=model.name, new=model.new)
+    tree = _materialize(commit, model.folder, out / "tree")
+    data_dir = settings.model_data_dir(model.name)
+    if not _has_data(data_dir):
+        # Never live unjudged: the next push would be judged on these very rows anyway.
+        option = "" if model.name == settings.model_name else f" --name {model.name}"
+        raise Refused(f"refused: this server stores no data to judge {model.name} on: store "
+                      f"it first (`modelserve data import FILE{option}` on the server), then "
+                      "push again")
+    bundle = _checked_candidate(data_dir, tree, out / "bundle")
+    judged = _compare(settings, config, model.name, bundle, options, say)
+    shutil.rmtree(tree)  # kept: only the bundle
+    return Verdict(judged, model=model.name, new=model.new, seconds=time.time() - started)
+
+
+def _has_data(data_dir: Path) -> bool:
+    """Tell whether a model has stored data (the Pima file or a table) to be judged on."""
+    return (data_dir / DATA_FILE).is_file() or (data_dir / TABLE_FILE).is_file()
+
+
+def _deployed_before(settings: Settings, model: Pushed) -> str | None:
     """The stored version these very model files became, if they fit the live contract."""
-    version = version_deployed_from(settings, files_id) if files_id else None
-    if version is None:
+    version = version_deployed_from(settings, model.name, model.files_id)
+    registry = _registry_of(settings, model.name)
+    if version is None or registry is None:
         return None
-    registry = Registry(settings.registry_dir)
     try:
         earlier = registry.get(version)
     except RegistryError:  # no longer stored: the files are judged as a new model
@@ -225,10 +322,16 @@ def _deployed_before(settings: Settings, files_id: str | None) -> str | None:
     return version
 
 
-def _live(registry: Registry) -> Live | None:
+def _registry_of(settings: Settings, name: str) -> Registry | None:
+    """A model's registry, or None for a model this server does not have yet."""
+    catalog = Catalog.of(settings)
+    return catalog.registry(name) if catalog.exists(name) else None
+
+
+def _live(registry: Registry | None) -> Live | None:
     """The live version; None when nothing (readable) is live."""
-    active = registry.active_version()
-    info = registry.get(active) if active else None
+    active = registry.active_version() if registry is not None else None
+    info = registry.get(active) if registry is not None and active else None
     if info is None or info.spec is None:
         return None
     return Live(info.version, info.path, info.spec)
@@ -248,22 +351,18 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def _model_files_id(commit: str, config: DeliveryConfig) -> str | None:
-    """An id of the pushed model files alone (their git blob ids): equal ids, identical files."""
-    folder = config.folder.strip("/")
+def _model_files_id(commit: str, folder: str) -> str:
+    """An id of a model's files alone (their git blob ids): equal ids, identical files."""
     paths = [f"{folder}/{name}" if folder else name for name in MODEL_FILES]
     done = subprocess.run(["git", "ls-tree", commit, "--", *paths],  # noqa: S603,S607
                           capture_output=True, check=False)
-    if done.returncode != 0 or not done.stdout.strip():
-        return None
+    if done.returncode != 0:
+        raise GitReadError(f"refused: git ls-tree cannot read the model files of {commit[:12]}")
     return hashlib.sha256(done.stdout).hexdigest()
 
 
-def _materialize(commit: str, config: DeliveryConfig, out: Path) -> Path:
-    """Write the model files of a commit (those alone) into out; refuse links and oversize."""
-    folder = config.folder.strip("/")
-    if not _folder_files(commit, config):
-        raise Refused(f"refused: no files in {folder or 'the repository root'} of {commit[:12]}")
+def _materialize(commit: str, folder: str, out: Path) -> Path:
+    """Write a model's files of a commit (those alone) into out; refuse links."""
     wanted = [f"{folder}/{name}" if folder else name for name in MODEL_FILES]
     _extract(pushed.entries(commit, wanted), out)
     return out
@@ -280,7 +379,7 @@ def _extract(entries: list[TreeEntry], out: Path) -> None:
         pushed.write_blob(entry, out / PurePosixPath(entry.path).name)
 
 
-def _checked_candidate(settings: Settings, tree: Path, out: Path) -> Path:
+def _checked_candidate(data_dir: Path, tree: Path, out: Path) -> Path:
     """Find a bundle or a legacy pair: check the bundle, or convert and check the pair (one job).
 
     Either way the candidate leaves the sandbox with the plan derived from its model.keras.
@@ -299,7 +398,7 @@ def _checked_candidate(settings: Settings, tree: Path, out: Path) -> Path:
     if has_legacy:
         try:
             convert_legacy_confined(tree / "model.json", tree / "model.h5",
-                                    stored_dataset(settings.data_dir), out)
+                                    stored_dataset(data_dir), out)
         except SandboxUnavailable:
             raise
         except UserError as error:
@@ -321,17 +420,17 @@ def _check(bundle: Path) -> CheckResult:
         raise Refused(f"refused: {message}") from None
 
 
-def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
+def _compare(settings: Settings, config: DeliveryConfig, name: str, bundle: Path,
              options: dict[str, str], say: Say) -> Comparison:
     """Refuse a model unfit for production or its data, non-finite outputs, or a worse model.
 
     `-o force-deploy` lets a worse model through, never an unfit one.
     """
-    live = _live(Registry(settings.registry_dir))
+    live = _live(_registry_of(settings, name))
     spec = read_bundle_spec(bundle)  # checked in the sandbox, with its model
     if live is not None and (refusal := contract_refusal(spec, live.spec)):
         raise Refused(refusal)
-    rows = _evaluation_rows(settings, spec)
+    rows = _evaluation_rows(settings.model_data_dir(name), spec)
     outputs = _bundle_scores(bundle, spec, rows.features, "the pushed model")
     if not np.isfinite(outputs).all():
         raise Refused("refused: the model gives NaN or infinite outputs on evaluation rows")
@@ -344,11 +443,10 @@ def _compare(settings: Settings, config: DeliveryConfig, bundle: Path,
         if "force-deploy" not in options:
             raise Refused(f"refused: {judged.refusal}; override with "
                           "`git push -o force-deploy -o reason=...`")
-        say(f"forced despite: {judged.refusal}")
+        say(f"forced despite (model {name}): {judged.refusal}")
     return judged
 
-
-def _evaluation_rows(settings: Settings, spec: ModelSpec) -> HeldOut:
+def _evaluation_rows(data_dir: Path, spec: ModelSpec) -> HeldOut:
     """This server's own rows: the default held-out split of its stored data, for both models.
 
     The default split ({}), not a model's recorded one: the pusher never chooses the rows
@@ -358,21 +456,21 @@ def _evaluation_rows(settings: Settings, spec: ModelSpec) -> HeldOut:
     live model trained here with the defaults has not seen these rows either.
     """
     try:
-        rows = held_out(settings.data_dir, {}, features=spec.feature_names)
+        rows = held_out(data_dir, {}, features=spec.feature_names)
     except UserError as error:  # other columns, or no readable stored data
-        raise Refused(_task_unfit(settings, spec) or f"refused: {error}") from None
+        raise Refused(_task_unfit(data_dir, spec) or f"refused: {error}") from None
     if refusal := data_refusal(spec, rows.task, rows.classes):
         raise Refused(refusal)
     return rows
 
 
-def _task_unfit(settings: Settings, spec: ModelSpec) -> str:
+def _task_unfit(data_dir: Path, spec: ModelSpec) -> str:
     """Why the stored data's task does not fit the model ("" if it does or cannot be read).
 
     Asked only when the columns differ too: the task is the clearer reason.
     """
     try:
-        rows = held_out(settings.data_dir, {})
+        rows = held_out(data_dir, {})
     except UserError:
         return ""
     return data_refusal(spec, rows.task, rows.classes) if rows.task is not spec.task else ""
@@ -412,11 +510,13 @@ def _bundle_scores(bundle: Path, spec: ModelSpec, rows: np.ndarray, shown: str) 
     return _scores(bundle, rows, shown)
 
 
-def _record(path: Path, commit: str, files_id: str | None, earlier: str | None,
+def _record(path: Path, commit: str, models: list[Pushed], verdicts: list[Verdict],
             options: dict[str, str], started: float) -> None:
-    """Note, beside the candidate, what post-receive reports and records."""
-    note = {"commit": commit, "model_files": files_id, "earlier_version": earlier,
-            "received_at": started, "forced": "force-deploy" in options,
+    """Note, beside the candidates, what post-receive reports and records."""
+    note = {"commit": commit, "received_at": started, "forced": "force-deploy" in options,
+            "models": [{"name": model.name, "model_files": model.files_id, "new": model.new,
+                        "earlier_version": verdict.earlier_version}
+                       for model, verdict in zip(models, verdicts, strict=True)],
             "reason": options.get("reason", ""), "account": os.environ.get("USER", ""),
             # The name of the deploy key that pushed (set by serve-git; none for a local push).
             "pusher": os.environ.get(PUSHER_ENV, "")}
