@@ -48,7 +48,9 @@ def role_permissions() -> tuple[str, str, str]:
     shared = yaml.safe_load((ANSIBLE / "group_vars" / "all.yml").read_text())
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
     env.filters["regex_escape"] = re.escape  # what Ansible's filter is
-    values = {"modelserve_broker_queue": shared["modelserve_broker_queue"]}
+    values = {name: shared[name] for name in ("modelserve_broker_queue", "modelserve_own_queues")}
+    values["rabbitmq_worker_queue_pattern"] = env.from_string(
+        defaults["rabbitmq_worker_queue_pattern"]).render(values)
     return tuple(env.from_string(defaults[f"rabbitmq_worker_{kind}"]).render(values)
                  for kind in ("configure", "write", "read"))
 

@@ -140,7 +140,7 @@ def test_prod_up_sends_the_rendered_user_data_and_down_deletes_it_all(
     assert up.returncode == 0, up.stderr
     assert "server: ACTIVE" in up.stdout and "floating IP: 127.0.0.1" in up.stdout
     assert f"stack answers: https://127.0.0.1:{stack_port}/" in up.stdout
-    assert "model: none yet" in up.stdout
+    assert "models: none yet" in up.stdout
     pinned = tmp_path / "cloud" / "certificates" / "modelserve-prod.crt"
     assert pinned.read_text() == server_cert.cert.read_text()
     assert f"curl --cacert {pinned}" in up.stdout

@@ -8,7 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from modelserve.provision.ready import deploy_key_in, health, wait_for_console, wait_for_stack
+from modelserve.provision.ready import (
+    deploy_key_in,
+    health,
+    served_models,
+    wait_for_console,
+    wait_for_stack,
+)
 
 
 def serve(status: int, body: bytes) -> ThreadingHTTPServer:
@@ -63,3 +69,13 @@ def test_console_wait_returns_the_output_with_the_key() -> None:
     output = wait_for_console(lambda: next(reads), 5, 0.01, print)
     assert deploy_key_in(output) == "ssh-ed25519 AAAA k"
     assert wait_for_console(lambda: "booting\n", 0.1, 0.02, print) is None
+
+
+def test_cloud_up_names_every_served_model_or_the_one_of_an_older_stack() -> None:
+    """Many models: each with its readiness; an older document: its version; none: a hint."""
+    assert served_models({"ready": True, "active_version": "abc",
+                          "models": {"iris": False, "diabetes": True}}) == \
+        "diabetes (ready), iris (not ready)"
+    assert served_models({"ready": True, "active_version": "abc"}) == "abc"
+    assert served_models({"ready": False, "active_version": None, "models": {}}) == \
+        "none yet: push one"

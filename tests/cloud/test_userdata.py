@@ -257,3 +257,35 @@ def test_the_dataset_comes_from_the_package_unless_a_url_is_given(
     assert len(data) == 1, data
     wanted = f"modelserve data fetch --url {url}" if url else "modelserve data example"
     assert data[0].startswith("runuser -u ") and data[0].endswith(wanted), data[0]
+
+
+def test_prod_passes_the_stacks_settings_through(tmp_path: Path, keys: dict[str, Path]) -> None:
+    """--setting: natively in the unit's environment; in containers in compose's, with the
+    workers of the models that have a queue of their own."""
+    settings = ("--setting", "MODELSERVE_OWN_QUEUES=iris,wine",
+                "--setting", "MODELSERVE_MAX_LOADED_MODELS=4")
+    _, doc = render(tmp_path, "--role", "prod", "--ssh-key", keys["operator"], *settings)
+    unit = {item["path"]: item["content"] for item in doc["write_files"]}[
+        "/etc/systemd/system/modelserve.service"]
+    assert "Environment=MODELSERVE_OWN_QUEUES=iris,wine\n" in unit
+    assert "Environment=MODELSERVE_MAX_LOADED_MODELS=4\n" in unit
+    _, doc = render(tmp_path, "--role", "prod", "--containers", "--ssh-key", keys["operator"],
+                    "--compose-file", keys["compose"], *settings)
+    assert ("&& MODELSERVE_OWN_QUEUES=iris,wine MODELSERVE_MAX_LOADED_MODELS=4 docker-compose "
+            "-f compose.yaml --profile own-queues up -d --scale worker=$(nproc) "
+            "--scale model-worker=1") in commands(doc)[-1]
+
+
+@pytest.mark.parametrize(("setting", "fragment"), [
+    ("MODELSERVE_HOME=/tmp", "not NAME=VALUE"),  # the server's own
+    ("MODELSERVE_MAX_LOADED_MODELS=many", "is not a valid int"),
+    ("MODELSERVE_OWN_QUEUES=Iris", "not a model name"),
+    ("MODELSERVE_RATE_LIMIT=1/minute;reboot", "letters, digits"),
+])
+def test_a_setting_the_stack_could_not_read_is_refused(tmp_path: Path, keys: dict[str, Path],
+                                                       setting: str, fragment: str) -> None:
+    """Each refusal is one line naming the setting, before anything is rendered."""
+    result = run_cli("cloud", "user-data", "--role", "prod", "--ssh-key", keys["operator"],
+                     "--setting", setting, home=tmp_path, timeout=60)
+    assert_user_error(result, f"--setting {setting!r}", fragment)
+    assert result.stdout == ""

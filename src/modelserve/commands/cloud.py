@@ -22,6 +22,7 @@ from modelserve.provision.openstack import (
 from modelserve.provision.ready import (
     console_reader,
     deploy_key_in,
+    served_models,
     wait_for_certificate,
     wait_for_console,
     wait_for_marker,
@@ -85,6 +86,9 @@ def userdata_options(command: Callable) -> Callable:
                      help="prod: HTTPS (and HSTS) with a certificate the server makes at boot."),
         click.option("--tls-name", "tls_names", multiple=True, metavar="HOST",
                      help="prod: a name the certificate also holds (a DNS name of the server)."),
+        click.option("--setting", "stack_settings", multiple=True, metavar="MODELSERVE_NAME=VALUE",
+                     help="prod: a setting of the stack, e.g. MODELSERVE_OWN_QUEUES=iris or "
+                     "MODELSERVE_MAX_LOADED_MODELS=4 (repeat for more)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -101,6 +105,7 @@ def user_data_from(options: dict) -> UserData:
         find_links=options["find_links"], no_index=options["no_index"],
         dataset_url=options["dataset_url"], compose_file=options["compose_file"],
         web_port=options["web_port"], tls=options["tls"], tls_names=options["tls_names"],
+        settings=options["stack_settings"],
     )
 
 
@@ -209,8 +214,8 @@ def _wait_for_the_stack(connection, states: StateDir, deployment: Deployment, da
     if status is None:
         raise UserError(f"the stack did not answer at {url} within {seconds:.0f} s; the "
                         f"server stays ({down}); its console log tells why")
-    model = status.get("active_version") or "none yet: push one"
-    click.echo(f"stack answers: {base}/  ready: {status['ready']}, model: {model}")
+    click.echo(f"stack answers: {base}/  ready: {status['ready']}, models: "
+               f"{served_models(status)}")
     if tls:
         cert = states.certificate(deployment.name)
         click.echo(f"https: verify it with {cert}, e.g. curl --cacert {cert} --resolve "

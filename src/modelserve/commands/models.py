@@ -274,7 +274,6 @@ def follow_command(settings: Settings, source: str, every: float, ssh_key: Path 
     `deploy@prod:.local/share/modelserve/registry/`, or a local folder ending in /.
     """
     from modelserve.errors import UserError
-    from modelserve.registry.catalog import Catalog
     from modelserve.registry.follow import follow, follow_once
 
     catalog = Catalog.of(settings)

@@ -29,6 +29,16 @@ def health(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None
         return None
 
 
+def served_models(status: dict) -> str:
+    """Say which models a readiness document serves, e.g. `diabetes (ready), iris (not ready)`."""
+    models = status.get("models")
+    if isinstance(models, dict) and models:
+        return ", ".join(f"{name} ({'ready' if ready else 'not ready'})"
+                         for name, ready in sorted(models.items()))
+    # A stack from before many models names only its one active version.
+    return str(status.get("active_version") or "none yet: push one")
+
+
 def _status(body: bytes) -> dict | None:
     """The readiness document if the body is one (anything else is not our stack)."""
     try:

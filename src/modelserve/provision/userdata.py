@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import shlex
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
 from modelserve import __version__
+from modelserve.config import Settings, load_settings
 from modelserve.delivery.access import KEY_TYPES
 from modelserve.errors import UserError
 from modelserve.tls import CERT_FILE, KEY_FILE, self_signed_request
@@ -49,6 +50,43 @@ class UserData:
     compose_file: str = ""
     tls: bool = True  # prod (native): HTTPS with a certificate made on the server at boot
     tls_names: tuple[str, ...] = ()  # more names for it (a DNS name clients will use)
+    # prod: the stack's MODELSERVE_* settings (MODELSERVE_OWN_QUEUES=iris, say), as given
+    settings: tuple[str, ...] = ()
+
+
+# Settings the server makes itself (its home, its own broker) are not the operator's to give.
+_OWN_SETTINGS = ("home", "broker_url", "broker_ca", "broker_cert", "broker_key")
+# Plain enough for a systemd Environment= line and a shell word, unquoted: names, numbers,
+# comma lists, `600/minute`.
+_SETTING_VALUE = re.compile(r"[A-Za-z0-9_.,:/+-]*")
+
+
+def stack_settings(given: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The MODELSERVE_NAME=VALUE settings for the stack, each checked as modelserve reads it."""
+    if not given:
+        return []
+    # Here, not at the top: the registry's modules bring numpy, which rendering never needs.
+    from modelserve.registry.catalog import check_name
+
+    known = {f"MODELSERVE_{field.name.upper()}" for field in fields(Settings)
+             if field.name not in _OWN_SETTINGS}
+    pairs = []
+    for text in given:
+        name, _, value = text.partition("=")
+        if name not in known:
+            raise UserError(f"--setting {text!r}: not NAME=VALUE with one of "
+                            f"{', '.join(sorted(known))}")
+        if not _SETTING_VALUE.fullmatch(value):
+            raise UserError(f"--setting {text!r}: use letters, digits and _ . , : / + - only")
+        try:
+            settings = load_settings({"MODELSERVE_HOME": "/", name: value})  # a bad number
+            for model in [value] if name == "MODELSERVE_MODEL_NAME" else sorted(
+                    settings.own_queue_models):
+                check_name(model)
+        except UserError as error:
+            raise UserError(f"--setting {text!r}: {error}") from None
+        pairs.append((name, value))
+    return pairs
 
 
 def public_key(text: str, what: str) -> str:
@@ -152,6 +190,8 @@ def render(data: UserData) -> str:
     compose_text, compose_url = _compose_source(data.compose_file) if data.containers else (
         None, "")
     ssh_key = public_key(data.ssh_key, "--ssh-key")
+    if data.settings and data.role != "prod":
+        raise UserError("--setting is for --role prod (the development server runs no stack)")
     context = {
         **_account(data.role),
         "role": data.role,
@@ -177,6 +217,7 @@ def render(data: UserData) -> str:
         "key_marker": KEY_MARKER,
         "tls_marker": TLS_MARKER,
         "constraints": CONSTRAINTS,
+        "settings": stack_settings(data.settings),
         "lock": lock_text(),
         **_tls(data),
     }
