@@ -27,7 +27,9 @@ def test_predict_rows_as_lists_match_the_active_model(stack, dataset, versions, 
     assert body["labels"] == (want >= 0.5).astype(int).tolist()
     assert body["worker"].count(":") == 1  # host:pid of the worker that computed it
     # A binary model keeps its fields; task and its two class names come along.
-    assert set(body) == {"model_version", "probabilities", "labels", "worker", "task", "classes"}
+    assert set(body) == {"model", "model_version", "probabilities", "labels", "worker", "task",
+                         "classes"}
+    assert body["model"] == "diabetes"  # the default model: the one a one-model home has
     assert body["task"] == "binary"
     assert body["classes"] == list(runtimes[production].spec.output.classes)
 
@@ -88,9 +90,12 @@ def test_metrics_expose_latency_batches_queue_and_version(stack, versions):
     assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain")
     text = answer.body.decode()
     for family in ("modelserve_request_seconds_bucket", "modelserve_batch_rows_bucket",
-                   "modelserve_queue_depth", "modelserve_workers 2.0"):
+                   'modelserve_queue_depth{model="diabetes"}',
+                   'modelserve_workers{model="diabetes"} 2.0'):
         assert family in text
-    assert f'modelserve_active_model{{version="{versions["production"]}"}} 1.0' in text
+    live = f'model="diabetes",version="{versions["production"]}"'
+    assert f"modelserve_active_model{{{live}}} 1.0" in text
+    assert f"modelserve_rows_scored_total{{{live}}}" in text
 
 
 def _body(value) -> bytes:

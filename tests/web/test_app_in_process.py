@@ -168,5 +168,7 @@ def test_metrics_name_the_active_version(client, settings):
     answer = client.get("/metrics")
     assert answer.status_code == 200 and answer.content_type.startswith("text/plain")
     text = answer.get_data(as_text=True)
-    assert f'modelserve_active_model{{version="{active_version(settings)}"}} 1.0' in text
+    version = active_version(settings)
+    assert f'modelserve_active_model{{model="{MODEL}",version="{version}"}} 1.0' in text
+    assert f'modelserve_rows_scored_total{{model="{MODEL}",version="{version}"}}' in text
     assert "modelserve_request_seconds_bucket" in text

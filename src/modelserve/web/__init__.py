@@ -11,9 +11,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from modelserve.config import Settings, load_settings
 from modelserve.model.metrics import format_value
+from modelserve.registry.catalog import UnknownModel
 from modelserve.tls import HSTS
 from modelserve.web import csrf, metrics
-from modelserve.web.app_service import Service
+from modelserve.web.app_service import NotServed, Service
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
 
@@ -111,6 +112,11 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest):
         return error_response(error.status, str(error))
+
+    @app.errorhandler(UnknownModel)
+    @app.errorhandler(NotServed)
+    def not_served(error: UnknownModel | NotServed):
+        return error_response(404, str(error))
 
     @app.errorhandler(csrf.CrossSiteRequest)
     def cross_site(error: csrf.CrossSiteRequest):

@@ -1,4 +1,4 @@
-"""The JSON API: /api/v1/predict, the Open Inference Protocol (KServe v2), OpenAPI, metrics."""
+"""The JSON API: predict per model, the Open Inference Protocol (KServe v2), OpenAPI, metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from modelserve.errors import UserError
 from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
 from modelserve.web import csrf, inference, metrics, openapi, service
+from modelserve.web.app_service import ModelView
 from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
 from modelserve.web.predictors import Prediction, Unavailable
 
@@ -31,12 +32,22 @@ def _json_body(transport: inference.Transport | None = None) -> Any:
 
 @blueprint.post("/api/v1/predict")
 def predict_v1():
-    """Score rows given as lists of values or objects keyed by feature name."""
-    app_service = service()
-    rows = rows_from_v1(_json_body(), app_service.features(), app_service.settings.max_request_rows)
-    prediction = app_service.predict(rows)
-    output = _answering_spec(prediction).output
-    return jsonify(model_version=prediction.version, worker=prediction.worker,
+    """Score rows with the default model (lists of values or objects keyed by feature name)."""
+    return _predict_with(service().default())
+
+
+@blueprint.post("/api/v1/models/<name>/predict")
+def predict_model(name: str):
+    """Score rows with the named model, as /api/v1/predict does with the default one."""
+    return _predict_with(service().served_model(name))
+
+
+def _predict_with(view: ModelView):
+    """One /api/v1 prediction with a model: the rows read against its features."""
+    rows = rows_from_v1(_json_body(), view.features(), view.settings.max_request_rows)
+    prediction = view.predict(rows)
+    output = _answering_spec(view, prediction).output
+    return jsonify(model=view.name, model_version=prediction.version, worker=prediction.worker,
                    **answers.v1_answer(output, prediction.outputs, prediction.labels))
 
 
@@ -54,16 +65,44 @@ def live():
 
 @blueprint.get("/v2/health/ready")
 def ready():
-    """Ready when a model is active, the broker is reachable and a worker listens."""
+    """Ready when at least one served model is (broker reachable, a worker on its queue)."""
     status = service().status()
-    return jsonify(ready=status["ready"], **_public(status)), 200 if status["ready"] else 503
+    return (jsonify(ready=status["ready"], models=status["models"], **_public(status)),
+            200 if status["ready"] else 503)
+
+
+@blueprint.post("/v2/repository/index")
+def repository_index():
+    """Triton's model repository extension: every model, its live version and its state."""
+    body = _json_body(_transport()) if request.content_length else {}
+    if not isinstance(body, dict) or not isinstance(body.get("ready", False), bool):
+        raise BadRequest('send nothing, or {"ready": true} for the ready models only')
+    index = [_index_entry(view) for view in service().views()]
+    if body.get("ready", False):
+        index = [entry for entry in index if entry["state"] == "READY"]
+    return jsonify(index)
+
+
+def _index_entry(view: ModelView) -> dict:
+    """One model of the repository index: READY, or UNAVAILABLE and why."""
+    status = view.status()
+    version = status["active_version"] or ""
+    if status["ready"]:
+        return {"name": view.name, "version": version, "state": "READY", "reason": ""}
+    if not version:
+        reason = "no active version (retired or never activated)"
+    elif status["broker"] == "unreachable":
+        reason = "the message broker is not reachable"
+    else:
+        reason = "no worker consumes its queue"
+    return {"name": view.name, "version": version, "state": "UNAVAILABLE", "reason": reason}
 
 
 @blueprint.get("/v2/models/<name>")
 @blueprint.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
     """Open Inference Protocol: the model's name, versions and tensors."""
-    spec = _served_spec(name, version)
+    spec = _served_spec(name, version)[1]
     return jsonify(
         name=name,
         versions=[spec.version],
@@ -77,8 +116,8 @@ def model_metadata(name: str, version: str | None = None):
 @blueprint.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     """Open Inference Protocol: the model can take inference requests now."""
-    _served_spec(name, version)
-    is_ready = service().status()["ready"]
+    view, _spec = _served_spec(name, version)
+    is_ready = view.status()["ready"]
     return jsonify(name=name, ready=is_ready), 200 if is_ready else 503
 
 
@@ -86,13 +125,12 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
-    spec = _served_spec(name, version)
-    app_service = service()
+    view, spec = _served_spec(name, version)
     offered = inference.datatypes(answers.tensors(spec.output))
     call = inference.parse_infer_request(_json_body(_transport()), spec.feature_names,
-                                         offered, app_service.settings.max_request_rows)
-    prediction = app_service.predict(call.rows)
-    output = _answering_spec(prediction).output
+                                         offered, view.settings.max_request_rows)
+    prediction = view.predict(call.rows)
+    output = _answering_spec(view, prediction).output
     tensors = answers.tensors(output)
     if not set(call.outputs) <= {tensor.name for tensor in tensors}:
         raise Unavailable(_SWITCHED)  # a switch to a model of another task, mid-request
@@ -108,18 +146,20 @@ def infer(name: str, version: str | None = None):
 def openapi_document():
     """The OpenAPI 3 description of this API."""
     app_service = service()
-    spec = app_service.active_spec()
+    described = [openapi.Described(view.name, spec.feature_names, spec.version, spec.output)
+                 for view in app_service.views() if (spec := view.active_spec()) is not None]
+    spec = app_service.default().active_spec()
     if spec is None:
-        return jsonify(openapi.document(app_service.settings))
+        return jsonify(openapi.document(app_service.settings, models=described))
     return jsonify(openapi.document(app_service.settings, spec.feature_names, spec.version,
-                                    spec.output))
+                                    spec.output, models=described))
 
 
 @blueprint.get("/metrics")
 def prometheus_metrics():
     """Prometheus metrics in the text exposition format."""
-    app_service = service()
-    body, content_type = metrics.render(app_service.status(), app_service.registry.active_version())
+    body, content_type = metrics.render({view.name: view.status()
+                                         for view in service().views()})
     return Response(body, content_type=content_type)
 
 
@@ -132,33 +172,29 @@ def _transport() -> inference.Transport:
         cross_site=not csrf.from_this_origin())
 
 
-def _served_spec(name: str, version: str | None) -> ModelSpec:
-    """The active model's spec, if `name` (and `version`, if given) designate it."""
-    app_service = service()
-    if name != app_service.settings.model_name:
-        raise BadRequest(f"unknown model {name!r}; this server serves "
-                         f"{app_service.settings.model_name!r}", 404)
-    spec = app_service.active_spec()
+def _served_spec(name: str, version: str | None) -> tuple[ModelView, ModelSpec]:
+    """A served model and its live spec, if `version` (when given) is its live version."""
+    view = service().served_model(name)
+    spec = view.active_spec()
     if spec is None:
-        raise BadRequest("no model version is active", 404)
+        raise BadRequest(f"model {name!r}: no version of it is active", 404)
     if version is not None and version != spec.version:
-        raise BadRequest(f"version {version!r} is not the live version; only "
+        raise BadRequest(f"version {version!r} is not the live version of {name!r}; only "
                          f"{spec.version} is served", 404)
-    return spec
+    return view, spec
 
 
 _SWITCHED = "the live model changed while the request was scored; send it again"
 
 
-def _answering_spec(prediction: Prediction) -> ModelSpec:
+def _answering_spec(view: ModelView, prediction: Prediction) -> ModelSpec:
     """The spec of the version that computed a prediction: while workers switch, maybe not
     the active one, and its outputs are read by its own task."""
-    app_service = service()
-    active = app_service.active_spec()
+    active = view.active_spec()
     spec = active if active is not None and active.version == prediction.version else None
     if spec is None:
         try:
-            spec = app_service.registry.get(prediction.version).spec
+            spec = view.registry.get(prediction.version).spec
         except UserError:  # not a registered version: the active one is all there is
             spec = active
     if spec is None or prediction.outputs.shape[1:] != (spec.output.width,):

@@ -1,44 +1,46 @@
-"""What the web app needs from the rest of the system: the active contract and predictions."""
+"""What the web app needs from the rest of the system: each model's contract and predictions."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from modelserve.config import Settings
+from modelserve.errors import UserError
 from modelserve.model.spec import ModelSpec
 from modelserve.registry import Registry
+from modelserve.registry.catalog import Catalog
 from modelserve.web import metrics
 from modelserve.web.evaluation import AccuracyBook
 from modelserve.web.predictors import InlinePredictor, Prediction, QueuePredictor, Unavailable
 
+Predictor = InlinePredictor | QueuePredictor
 
-class Service:
-    """The registry (read-only) and a predictor, shared by every request of a process."""
 
-    def __init__(self, settings: Settings, inline: bool = False):
+class NotServed(UserError):
+    """A model name that is not served here (unknown, or without an active version): 404."""
+
+
+class ModelView:
+    """One model as the web app sees it: its registry (read-only), spec, data and answers."""
+
+    def __init__(self, name: str, settings: Settings, registry: Registry,
+                 predictor: Callable[[], Predictor], traffic: Counter[str]):
+        self.name = name
         self.settings = settings
-        self.registry = Registry(settings.registry_dir)
-        self._inline = inline
-        self._predictor: InlinePredictor | QueuePredictor | None = None
-        self._predictor_lock = threading.Lock()
-        self.accuracy_book = AccuracyBook(settings)  # per version, computed once per process
+        self.registry = registry
+        self._predictor = predictor
+        self._traffic = traffic
+        self.data_dir = settings.model_data_dir(name)
+        self.accuracy_book = AccuracyBook(settings, self.data_dir)  # per version, once
         self._spec_cache: tuple[str | None, ModelSpec | None] = (None, None)
         self._problem_cache: tuple[object, str | None] = (None, None)
-
-    @property
-    def predictor(self) -> InlinePredictor | QueuePredictor:
-        """Create the predictor on first use, i.e. in the serving process, after any fork."""
-        if self._predictor is None:
-            with self._predictor_lock:  # concurrent first requests must share one predictor
-                if self._predictor is None:
-                    kind = InlinePredictor if self._inline else QueuePredictor
-                    self._predictor = kind(self.settings)
-        return self._predictor
 
     def active_spec(self) -> ModelSpec | None:
         """The active version's spec, re-read only when the version changes."""
@@ -62,25 +64,44 @@ class Service:
         """The active model's input features, in order."""
         spec = self.active_spec()
         if spec is None:
-            raise Unavailable(
-                "no model is active yet; activate one with `modelserve models activate`")
+            raise Unavailable(f"model {self.name!r} has no active version yet; activate one "
+                              "with `modelserve models activate`")
         return spec.feature_names
 
     def predict(self, rows: np.ndarray) -> Prediction:
-        """Score rows within the request deadline."""
-        prediction = self.predictor.predict(rows, self.settings.request_timeout)
-        metrics.ROWS_SCORED.labels(version=prediction.version).inc(len(rows))
+        """Score rows with this model within the request deadline."""
+        prediction = self._predictor().predict(rows, self.settings.request_timeout, self.name)
+        metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(len(rows))
+        self._traffic[self.name] += len(rows)
         return prediction
 
+    def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
+        """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
+        parts = [self.predict(rows[i : i + chunk_rows]) for i in range(0, len(rows), chunk_rows)]
+        versions = {part.version for part in parts}
+        if len(versions) > 1:
+            raise Unavailable("the model changed while the file was scored; submit it again")
+        return Prediction(
+            np.concatenate([p.outputs for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            parts[0].version,
+            ",".join(sorted({p.worker for p in parts})),
+        )
+
     def status(self) -> dict:
-        """Broker, workers, queue depth and the active version, for pages and readiness."""
-        status = dict(self.predictor.status())
+        """Broker, workers and queue depth of this model's queue, its active version, ready."""
+        status = dict(self._predictor().status(self.name))
         status["active_version"] = self.registry.active_version()
         status["ready"] = bool(
             status["active_version"] and status["workers"] and status["broker"] != "unreachable"
         )
         status["problem"] = self.active_problem()
         return status
+
+    @property
+    def traffic(self) -> int:
+        """Rows this web process has answered with this model."""
+        return self._traffic[self.name]
 
     def active_problem(self) -> str | None:
         """Say when the active version's files are damaged, and what workers serve instead."""
@@ -104,18 +125,91 @@ class Service:
                    "activation that is intact" if instead else "no earlier version is intact")
         return f"the active version {version} is damaged: {damage}; {serving}"
 
-    def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
-        """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
-        parts = [self.predict(rows[i : i + chunk_rows]) for i in range(0, len(rows), chunk_rows)]
-        versions = {part.version for part in parts}
-        if len(versions) > 1:
-            raise Unavailable("the model changed while the file was scored; submit it again")
-        return Prediction(
-            np.concatenate([p.outputs for p in parts]),
-            np.concatenate([p.labels for p in parts]),
-            parts[0].version,
-            ",".join(sorted({p.worker for p in parts})),
-        )
+
+class Service:
+    """Every model's view and one predictor, shared by every request of a process."""
+
+    def __init__(self, settings: Settings, inline: bool = False):
+        self.settings = settings
+        self.catalog = Catalog.of(settings)
+        self._inline = inline
+        self._predictor: Predictor | None = None
+        self._lock = threading.Lock()
+        self._views: dict[str, ModelView] = {}
+        self._traffic: Counter[str] = Counter()
+
+    @property
+    def predictor(self) -> Predictor:
+        """Create the predictor on first use, i.e. in the serving process, after any fork."""
+        if self._predictor is None:
+            with self._lock:  # concurrent first requests must share one predictor
+                if self._predictor is None:
+                    kind = InlinePredictor if self._inline else QueuePredictor
+                    self._predictor = kind(self.settings)
+        return self._predictor
+
+    def model(self, name: str) -> ModelView:
+        """The view of a model that has a registry here (UnknownModel, a 404, if none)."""
+        with self._lock:
+            view = self._views.get(name)
+        if view is not None and self.catalog.exists(name):
+            return view
+        registry = self.catalog.registry(name)  # refuses an unknown name, naming the others
+        return self._keep(ModelView(name, self.settings, registry, lambda: self.predictor,
+                                    self._traffic))
+
+    def served_model(self, name: str) -> ModelView:
+        """The view of a model with an active version; any other name is a 404."""
+        view = self.model(name)
+        if view.registry.active_version() is None:
+            raise NotServed(f"model {name!r} has no active version (retired or never "
+                            f"activated); the models served: {self._served_list()}")
+        return view
+
+    def default_name(self) -> str | None:
+        """The model /api/v1/predict and the plain pages serve (Catalog.resolve_default)."""
+        return self.catalog.resolve_default()
+
+    def default(self) -> ModelView:
+        """The default model's view; while none is served, that of the configured name (whose
+        features() then says no model is active: a 503, as before any model existed)."""
+        name = self.default_name() or self.settings.model_name
+        with self._lock:
+            view = self._views.get(name)
+        if view is not None:
+            return view
+        registry = Registry(self.catalog.path_of(name), checker=None)
+        return self._keep(ModelView(name, self.settings, registry, lambda: self.predictor,
+                                    self._traffic))
+
+    def served(self) -> dict[str, str]:
+        """Every served model's active version, by name."""
+        return self.catalog.served()
+
+    def views(self) -> list[ModelView]:
+        """The view of every model with a registry here, sorted by name."""
+        return [self.model(name) for name in self.catalog.names()]
+
+    def status(self) -> dict:
+        """The server's readiness: ready when at least one served model is; each model's."""
+        models = {view.name: view.status() for view in self.views()}
+        shared = dict(self.predictor.status(None))
+        default = self.default()
+        problem = models[default.name]["problem"] if default.name in models else None
+        shared.update(active_version=default.registry.active_version(), problem=problem,
+                      models={name: status["ready"] for name, status in models.items()
+                              if status["active_version"]})
+        shared["ready"] = any(shared["models"].values())
+        return shared
+
+    def _keep(self, view: ModelView) -> ModelView:
+        """Cache a view, keeping the first one made if two requests raced."""
+        with self._lock:
+            return self._views.setdefault(view.name, view)
+
+    def _served_list(self) -> str:
+        """The served models' names, for a refusal."""
+        return ", ".join(sorted(self.served())) or "none yet"
 
     def close(self) -> None:
         """Stop the predictor's threads."""

@@ -75,10 +75,10 @@ def rows_to_judge(data_dir: Path, spec: ModelSpec) -> HeldOut:
 
 
 class AccuracyBook:
-    """Each version's headline metric on this server's held-out rows, once per version and data."""
+    """Each version's headline metric on a model's held-out rows, once per version and data."""
 
-    def __init__(self, settings: Settings):
-        self._settings = settings
+    def __init__(self, settings: Settings, data_dir: Path | None = None):
+        self._data_dir = data_dir or settings.data_dir  # the model's stored data
         self._lock = threading.Lock()
         self._known: dict[tuple[str, str], Measured] = {}
 
@@ -89,7 +89,7 @@ class AccuracyBook:
             return Measured("", None, "its manifest is damaged")
         metric, _higher_is_better = HEADLINE[spec.task]
         try:
-            rows = rows_to_judge(self._settings.data_dir, spec)
+            rows = rows_to_judge(self._data_dir, spec)
         except UserError as error:  # no data stored, or data of other columns or task
             return Measured(metric, None, str(error))
         key = (info.version, rows.data_sha256)

@@ -1,4 +1,4 @@
-"""Prometheus metrics: request latency, batch sizes, queue depth, model version."""
+"""Prometheus metrics: request latency, batch sizes, and per model its queue, rows and version."""
 
 from __future__ import annotations
 
@@ -27,23 +27,30 @@ BATCH_ROWS = Histogram(
     registry=REGISTRY,
 )
 ROWS_SCORED = Counter(
-    "modelserve_rows_scored", "Rows answered, by model version.", ["version"], registry=REGISTRY
-)
-QUEUE_DEPTH = Gauge(
-    "modelserve_queue_depth", "Messages waiting in the prediction queue.", registry=REGISTRY
-)
-WORKERS = Gauge("modelserve_workers", "Workers consuming the prediction queue.", registry=REGISTRY)
-MODEL_INFO = Gauge(
-    "modelserve_active_model", "1 for the version the registry says is active.", ["version"],
+    "modelserve_rows_scored", "Rows answered, by model and version.", ["model", "version"],
     registry=REGISTRY,
 )
+QUEUE_DEPTH = Gauge(
+    "modelserve_queue_depth", "Messages waiting in the queue a model's batches go to.",
+    ["model"], registry=REGISTRY,
+)
+WORKERS = Gauge(
+    "modelserve_workers", "Workers consuming the queue a model's batches go to.", ["model"],
+    registry=REGISTRY,
+)
+MODEL_INFO = Gauge(
+    "modelserve_active_model", "1 for the version the registry says is active, by model.",
+    ["model", "version"], registry=REGISTRY,
+)
 
 
-def render(status: dict, active_version: str | None) -> tuple[bytes, str]:
-    """Refresh the gauges from a status snapshot and render every metric."""
-    QUEUE_DEPTH.set(status.get("queue_depth", 0))
-    WORKERS.set(status.get("workers", 0))
-    MODEL_INFO.clear()
-    if active_version:
-        MODEL_INFO.labels(version=active_version).set(1)
+def render(models: dict[str, dict]) -> tuple[bytes, str]:
+    """Refresh the gauges from each model's status snapshot and render every metric."""
+    for gauge in (QUEUE_DEPTH, WORKERS, MODEL_INFO):
+        gauge.clear()  # a model retired or removed since the last scrape is gone from them
+    for name, status in models.items():
+        QUEUE_DEPTH.labels(model=name).set(status.get("queue_depth", 0))
+        WORKERS.labels(model=name).set(status.get("workers", 0))
+        if status.get("active_version"):
+            MODEL_INFO.labels(model=name, version=status["active_version"]).set(1)
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -2,10 +2,14 @@
 
 The answers are those of the active model's task (model.answers): its v1 fields, its v2
 output tensors. Before any model is active, the document describes a binary classifier.
+The per-model paths (/api/v1/models/{name}/predict, /v2/models/{name}/...) enumerate the
+served models; with several, their bodies are any one model's (each under "<Schema>.<model>").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from modelserve import __version__
@@ -18,6 +22,19 @@ from modelserve.web.parsing import FLOAT32_MAX
 N_FEATURES = 8
 NO_MODEL = Output("output", Task.BINARY, ("0", "1"), 0.5)  # described until one is active
 EXAMPLE_ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+# The schemas that differ from model to model (features, task, outputs).
+PER_MODEL = ("PredictRequest", "PredictResponse", "InferInput", "InferOutput", "InferRequest",
+             "InferResponse")
+
+
+@dataclass(frozen=True)
+class Described:
+    """One served model as the document describes it."""
+
+    name: str
+    features: list[str]
+    version: str
+    output: Output
 
 
 def _ref(name: str) -> dict:
@@ -119,7 +136,8 @@ def _predict_response(output: Output) -> dict:
     return {
         "type": "object",
         "required": ["model_version", "task", *fields, "worker"],
-        "properties": {"model_version": {"type": "string"}, "task": task, **fields,
+        "properties": {"model": {"type": "string", "description": "the model that answered"},
+                       "model_version": {"type": "string"}, "task": task, **fields,
                        "worker": {"type": "string", "description": "host:pid of the worker"}}}
 
 
@@ -155,7 +173,21 @@ def _schemas(settings: Settings, features: list[str], output: Output) -> dict:
                            "active_version": {"type": "string", "nullable": True},
                            "problem": {"type": "string", "nullable": True, "description":
                                        "why the active version cannot be served, if it cannot"
-                                       }}},
+                                       },
+                           "models": {"type": "object", "description": "each served model: "
+                                      "ready or not", "additionalProperties": {
+                                          "type": "boolean"}}}},
+        "RepositoryIndexRequest": {
+            "type": "object", "properties": {"ready": {
+                "type": "boolean", "description": "true: only the models ready now"}}},
+        "RepositoryIndex": {
+            "type": "array", "items": {
+                "type": "object", "required": ["name", "version", "state", "reason"],
+                "properties": {"name": {"type": "string"},
+                               "version": {"type": "string", "description":
+                                           "the live version; empty when none is active"},
+                               "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                               "reason": {"type": "string"}}}},
         **_tensor_schemas(len(features), output),
         "InferRequest": {
             "type": "object", "required": ["inputs"],
@@ -228,16 +260,27 @@ def _predict_example(features: list[str]) -> dict:
     return {"rows": [row, dict(zip(features, row, strict=True))]}
 
 
-def _v2_paths(settings: Settings, n_features: int, version: str | None, output: Output) -> dict:
-    """The Open Inference Protocol paths; model name and live version are enumerated."""
-    name = {"name": "name", "in": "path", "required": True,
-            "schema": {"type": "string", "enum": [settings.model_name]}}
-    version_values = {"enum": [version]} if version else {}
+def _name_param(names: list[str]) -> dict:
+    """The {name} path parameter: one of the served models."""
+    return {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "enum": names}}
+
+
+def _v2_paths(names: list[str], versions: list[str], n_features: int, output: Output,
+              schema: str = "") -> dict:
+    """The Open Inference Protocol paths; model names and live versions are enumerated.
+
+    `schema` is the prefix of the infer bodies' schemas ("Model." when several models differ).
+    """
+    name = _name_param(names)
+    version_values = {"enum": versions} if versions else {}
     version_param = {"name": "version", "in": "path", "required": True,
                      "schema": {"type": "string", **version_values}}
     by_version = (name, version_param)
     infer_errors = (400, 404, 413, 415, 503, 504)
-    infer: dict[str, Any] = {"body": "InferRequest", "example": _infer_example(n_features, output)}
+    infer: dict[str, Any] = {"body": f"{schema}InferRequest",
+                             "example": _infer_example(n_features, output)}
+    answered = _ok(f"{schema}InferResponse", "outputs")
     return {
         "/v2": {"get": _operation("Server metadata", _ok("ServerMetadata", "server metadata"))},
         "/v2/health/live": {"get": _operation("Liveness", _ok("Live", "live"))},
@@ -246,31 +289,77 @@ def _v2_paths(settings: Settings, n_features: int, version: str | None, output: 
             "Model metadata", _ok("ModelMetadata", "metadata"), 404, params=(name,))},
         "/v2/models/{name}/ready": {"get": _readiness(
             "Model readiness", "ModelReady", 404, params=(name,))},
+        "/v2/repository/index": {"post": _repository_index()},
         "/v2/models/{name}/infer": {"post": _operation(
-            "Inference (Open Inference Protocol)", _ok("InferResponse", "outputs"),
+            "Inference (Open Inference Protocol)", answered,
             *infer_errors, **infer, params=(name,))},
         "/v2/models/{name}/versions/{version}": {"get": _operation(
             "Model version metadata", _ok("ModelMetadata", "metadata"), 404, params=by_version)},
         "/v2/models/{name}/versions/{version}/ready": {"get": _readiness(
             "Model version readiness", "ModelReady", 404, params=by_version)},
         "/v2/models/{name}/versions/{version}/infer": {"post": _operation(
-            "Inference on a named version (only the live one)", _ok("InferResponse", "outputs"),
+            "Inference on a named version (only the live one)", answered,
             *infer_errors, **infer, params=by_version)},
     }
 
 
+def _repository_index() -> dict:
+    """Triton's model repository index: every model, its live version and state."""
+    operation = _operation("Model repository index (Triton's extension)",
+                           _ok("RepositoryIndex", "every model"), 400, 415)
+    operation["requestBody"] = {"required": False,
+                                **_json(_ref("RepositoryIndexRequest"), {"ready": True})}
+    return operation
+
+
+def _model_schemas(settings: Settings, models: Sequence[Described]) -> dict:
+    """Each model's own body schemas under "<Schema>.<model>", and "Model.<Schema>": any one."""
+    found: dict[str, Any] = {}
+    for model in models:
+        own = _schemas(settings, model.features, model.output)
+        for key in PER_MODEL:
+            found[f"{key}.{model.name}"] = _renamed(own[key], model.name)
+    for key in PER_MODEL:
+        found[f"Model.{key}"] = {"anyOf": [_ref(f"{key}.{model.name}") for model in models]}
+    return found
+
+
+def _renamed(schema: Any, model: str) -> Any:
+    """A schema whose references to per-model schemas point to this model's."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.rsplit("/", 1)[-1] in PER_MODEL:
+            return {"$ref": f"{ref}.{model}"}
+        return {key: _renamed(value, model) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_renamed(item, model) for item in schema]
+    return schema
+
+
 def document(settings: Settings, features: list[str] | None = None,
-             version: str | None = None, output: Output | None = None) -> dict:
-    """The whole OpenAPI document; model name and live version are enumerated."""
+             version: str | None = None, output: Output | None = None,
+             models: Sequence[Described] = ()) -> dict:
+    """The whole OpenAPI document: the default model's paths (features, version, output),
+    and the per-model paths for every served model in `models`."""
     features = features or [f"x{i}" for i in range(N_FEATURES)]
     output = output or NO_MODEL
+    names = [model.name for model in models] or [settings.model_name]
+    versions = sorted({model.version for model in models}) or ([version] if version else [])
+    # One model: its bodies are the default's; several: any one of theirs.
+    several = len(models) > 1
+    prefix = "Model." if several else ""
     paths = {
         "/api/v1/predict": {"post": _operation(
-            "Score rows (lists in feature order, or objects keyed by feature name)",
+            "Score rows with the default model (lists in feature order, or objects keyed by "
+            "feature name)",
             _ok("PredictResponse", _answered(output)),
             400, 413, 415, 503, 504, body="PredictRequest",
             example=_predict_example(features))},
-        **_v2_paths(settings, len(features), version, output),
+        "/api/v1/models/{name}/predict": {"post": _operation(
+            "Score rows with the named model", _ok(f"{prefix}PredictResponse", "its answer"),
+            400, 404, 413, 415, 503, 504, body=f"{prefix}PredictRequest",
+            example=_predict_example(features), params=(_name_param(names),))},
+        **_v2_paths(names, versions, len(features), output, prefix),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -280,7 +369,8 @@ def document(settings: Settings, features: list[str] | None = None,
         "info": {"title": "modelserve", "version": __version__,
                  "description": "Predictions from the active model, computed by the workers."},
         "paths": paths,
-        "components": {"schemas": _schemas(settings, features, output)},
+        "components": {"schemas": {**_schemas(settings, features, output),
+                                   **(_model_schemas(settings, models) if several else {})}},
     }
 
 

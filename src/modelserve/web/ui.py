@@ -1,15 +1,18 @@
-"""The pages: predict one row, held-out predictions, the headline metric over time, models."""
+"""The pages: the models, and per model its predict form, held-out predictions, metric over
+time and versions. The plain paths (/, /predictions, /accuracy, /models) show the default model;
+/models/<name>/... show the named one."""
 
 from __future__ import annotations
 
 import math
 import secrets
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from flask import Blueprint, abort, render_template, request, send_file, session, url_for
+from flask import Blueprint, abort, g, render_template, request, send_file, session, url_for
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
@@ -20,7 +23,7 @@ from modelserve.model.runtime import InputError, Scores
 from modelserve.model.spec import HEADLINE, METRIC_LABELS, TASK_METRICS, ModelSpec, Task
 from modelserve.registry import VersionInfo
 from modelserve.web import charts, error_response, service
-from modelserve.web.app_service import Service
+from modelserve.web.app_service import ModelView
 from modelserve.web.evaluation import Measured, held_rows, rows_to_judge
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import Prediction, Unavailable
@@ -30,22 +33,61 @@ blueprint = Blueprint("ui", __name__)
 CHANGES_OF_LIVE_VERSION = ("activate", "rollback", "recover")
 
 
-@blueprint.route("/", methods=["GET", "POST"])
-def index():
-    """The live model, its metrics and workers, and a form that scores one row."""
+@dataclass(frozen=True)
+class ModelRow:
+    """One model of the list on /: its live version, task, headline metric and traffic."""
+
+    name: str
+    version: str | None
+    task: str
+    measured: Measured | None  # None: no live version to measure
+    traffic: int  # rows this web process answered with it
+
+
+@blueprint.app_context_processor
+def _page_model() -> dict:
+    """The model a page is about (None: the default model's plain paths), for its links."""
+    return {"model_name": g.get("model_name")}
+
+
+def _view(name: str | None) -> ModelView:
+    """The named model (an unknown name is a 404 naming the models), else the default one."""
+    g.model_name = name
     app_service = service()
-    spec = app_service.active_spec()
+    return app_service.default() if name is None else app_service.model(name)
+
+
+def _model_rows() -> list[ModelRow]:
+    """Every model of the registry, for the list on /."""
+    rows = []
+    for view in service().views():
+        spec, version = view.active_spec(), view.registry.active_version()
+        measured = None
+        if version is not None:
+            measured = view.accuracy_book.headline(view.registry.get(version))
+        rows.append(ModelRow(view.name, version, spec.task.value if spec else "-", measured,
+                             view.traffic))
+    return rows
+
+
+@blueprint.route("/", methods=["GET", "POST"])
+@blueprint.route("/models/<name>", methods=["GET", "POST"])
+def index(name: str | None = None):
+    """The models (on /), a model's metrics and workers, and a form that scores one row."""
+    view = _view(name)
+    spec = view.active_spec()
     values, answer, problem, status_code = {}, None, None, 200
     bad_field = None
     if request.method == "POST" and spec is not None:
-        values = {name: request.form.get(name, "") for name in spec.feature_names}
+        values = {feature: request.form.get(feature, "") for feature in spec.feature_names}
         try:
             row = _form_row(values, spec.feature_names)
-            answer = _of_this_model(spec, app_service.predict(row))
+            answer = _of_this_model(spec, view.predict(row))
         except BadRequest as error:
             problem, status_code = str(error), error.status
             bad_field = getattr(error, "field", None)
-    return render_template("index.html", spec=spec, status=app_service.status(),
+    return render_template("index.html", spec=spec, status=view.status(), model=view.name,
+                           models=_model_rows() if name is None else None,
                            values=values, answer=answer, problem=problem, bad_field=bad_field,
                            shown=_shown(spec, answer), labels=METRIC_LABELS), status_code
 
@@ -99,23 +141,25 @@ def _form_row(values: dict[str, str], features: list[str]) -> np.ndarray:
 
 
 @blueprint.get("/predictions")
-def predictions():
+@blueprint.get("/models/<name>/predictions")
+def predictions(name: str | None = None):
     """The live model's predictions on its held-out rows, beside the truth."""
-    app_service = service()
-    spec = app_service.active_spec()
+    view = _view(name)
+    spec = view.active_spec()
     if spec is None:
-        return render_template("predictions.html", spec=None), 200
+        return render_template("predictions.html", spec=None, model=view.name), 200
     try:
-        rows = rows_to_judge(app_service.settings.data_dir, spec)
+        rows = rows_to_judge(view.data_dir, spec)
     except UserError as error:  # no data stored here, or data of other columns or task
-        return render_template("predictions.html", spec=spec, held=None,
+        return render_template("predictions.html", spec=spec, held=None, model=view.name,
                                problem=str(error), csv_columns=output_columns(spec.output)), 200
     answer = _of_this_model(
-        spec, app_service.predict_many(rows.features, app_service.settings.max_request_rows))
+        spec, view.predict_many(rows.features, view.settings.max_request_rows))
     evaluation = metrics.evaluate_task(spec.task, rows.labels, answer.outputs, spec.threshold)
     return render_template(
         "predictions.html",
         spec=spec,
+        model=view.name,
         held=rows,
         answer=answer,
         table=held_rows(spec, rows, answer.outputs, answer.labels),
@@ -141,13 +185,14 @@ def _charts(task: Task, truth: np.ndarray, outputs: np.ndarray, evaluation: dict
 
 
 @blueprint.post("/predictions/upload")
-def upload():
+@blueprint.post("/models/<name>/predictions/upload")
+def upload(name: str | None = None):
     """Score an uploaded CSV through the workers and offer the result to this session only."""
-    app_service = service()
+    view = _view(name)
     upload_file = request.files.get("file")
     if upload_file is None or not upload_file.filename:
         raise BadRequest("choose a CSV file to upload")
-    store = _result_store(app_service.settings)
+    store = _result_store(view.settings)
     store.root.mkdir(parents=True, exist_ok=True)
     store.remove_expired()
     owner = session.setdefault("owner", secrets.token_hex(16))
@@ -158,7 +203,7 @@ def upload():
             upload_file.save(in_path)
             result_id, out_path = store.new_path(owner)
             try:
-                count = _score_upload(app_service, in_path, out_path, upload_file.filename)
+                count = _score_upload(view, in_path, out_path, upload_file.filename)
             except BaseException:
                 out_path.unlink(missing_ok=True)  # a part-written result is no result
                 raise
@@ -176,16 +221,16 @@ def _result_store(settings: Settings) -> ResultStore:
                        settings.result_lifetime_seconds)
 
 
-def _score_upload(app_service: Service, in_path: Path, out_path: Path, name: str) -> int:
+def _score_upload(view: ModelView, in_path: Path, out_path: Path, name: str) -> int:
     """Score a saved upload into out_path, refusing too many rows before scoring any."""
-    limit = app_service.settings.max_upload_rows
+    limit = view.settings.max_upload_rows
     try:
-        header = read_header(in_path, app_service.features())
+        header = read_header(in_path, view.features())
         rows = count_rows(in_path, header is not None)
         if rows > limit:
             raise BadRequest(f"{name}: {rows} rows; an upload may have at most {limit} rows "
                              "(MODELSERVE_MAX_UPLOAD_ROWS): split the file", 413)
-        return score_csv(_Scorer(app_service), in_path, out_path)
+        return score_csv(_Scorer(view), in_path, out_path)
     except InputError as error:
         # Name the file as the user knows it, not by our scratch path.
         raise BadRequest(str(error).replace(str(in_path), name)) from None
@@ -205,17 +250,17 @@ def _keep_within_quota(store: ResultStore, out_path: Path) -> None:
 class _Scorer:
     """score_csv's runtime interface, computed by the workers instead of in-process."""
 
-    def __init__(self, app_service: Service):
-        self._service = app_service
-        self.features = app_service.features()  # refuses (503) when no model is active
-        spec = app_service.active_spec()
+    def __init__(self, view: ModelView):
+        self._view = view
+        self.features = view.features()  # refuses (503) when no model is active
+        spec = view.active_spec()
         if spec is None:  # deactivated in between
             raise Unavailable("no model is active yet")
         self.spec = spec  # its output says which columns a scored row gets
 
     def score(self, rows: np.ndarray) -> Scores:
         """Score one block of the file in request-sized chunks."""
-        answer = self._service.predict_many(rows, self._service.settings.max_request_rows)
+        answer = self._view.predict_many(rows, self._view.settings.max_request_rows)
         return Scores(answer.outputs, answer.labels, answer.version)
 
 
@@ -232,18 +277,19 @@ def download(result_id: str):
 
 
 @blueprint.get("/accuracy")
-def accuracy():
+@blueprint.get("/models/<name>/accuracy")
+def accuracy(name: str | None = None):
     """Every version's headline metric, and the live model's over time."""
-    app_service = service()
-    book = app_service.accuracy_book
-    versions = app_service.registry.list_versions()
+    view = _view(name)
+    book = view.accuracy_book
+    versions = view.registry.list_versions()
     measured = {info.version: book.headline(info) for info in versions}
     metric = _page_metric(versions)
-    activations = [e for e in app_service.registry.history()
+    activations = [e for e in view.registry.history()
                    if e.get("action") in CHANGES_OF_LIVE_VERSION and e.get("version") in measured]
     line, scale = _timeline(activations, measured, metric)
     label = METRIC_LABELS.get(metric, metric)
-    return render_template("accuracy.html", versions=versions, measured=measured,
+    return render_template("accuracy.html", versions=versions, measured=measured, model=view.name,
                            activations=activations, metric=metric, labels=METRIC_LABELS,
                            title=label[:1].upper() + label[1:], line=line, scale=scale,
                            chart=charts)
@@ -273,10 +319,11 @@ def _timeline(activations: list[dict], measured: dict[str, Measured],
 
 
 @blueprint.get("/models")
-def models():
-    """Every version, which one is live, and when and why it changed."""
-    app_service = service()
-    history = list(reversed(app_service.registry.history()))
-    return render_template("models.html", versions=app_service.registry.list_versions(),
-                           history=history, active=app_service.registry.active_version(),
-                           labels=METRIC_LABELS)
+@blueprint.get("/models/<name>/versions")
+def models(name: str | None = None):
+    """Every version of a model, which one is live, and when and why it changed."""
+    view = _view(name)
+    history = list(reversed(view.registry.history()))
+    return render_template("models.html", versions=view.registry.list_versions(),
+                           history=history, active=view.registry.active_version(),
+                           model=view.name, labels=METRIC_LABELS)
