@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from modelserve.cli import main
 from modelserve.stack.ports import port_is_free, wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode, first_ephemeral_port, free_broker_port
-from serving.conftest import as_json, prepare_home, version_of_seed
+from serving.conftest import as_json, prepare_home
 from serving.stack_helpers import (
     alive,
     cmdline,
@@ -33,14 +33,13 @@ def test_up_serves_then_ctrl_c_stops_everything(tmp_path: Path, shared_data, pim
     """URLs and readiness are printed; SIGINT leaves no process and no port behind."""
     home = tmp_path / "home"
     prepare_home(home, shared_data, pima_csv, active="production")
-    version = version_of_seed(home, "production")
     stack = start_stack(home, "--workers", "2")
     stack.wait_ready(workers=2)
     children = stack.children()
     assert len(stack.worker_pids()) == 2
     log = stack.log()
     assert f"web: http://127.0.0.1:{stack.port}/" in log
-    assert f"ready: model {version}, 2 worker(s)" in log
+    assert "ready: models diabetes (ready); 2 worker(s) on the shared queue" in log
     assert "guest" not in (home / "broker" / "rabbitmq.conf").read_text()
     assert oct((home / "broker" / "credentials.json").stat().st_mode & 0o777) == "0o600"
     assert stack.stop(signal.SIGINT) == 0

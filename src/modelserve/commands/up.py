@@ -13,6 +13,7 @@ import click
 from modelserve.auth.policy import AuthMode, parse_mode, resolve_mode
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.provision.ready import served_models
 from modelserve.registry.catalog import check_name
 from modelserve.stack.up import (
     Stack,
@@ -101,8 +102,8 @@ def _announce(stack: Stack, settings: Settings) -> None:
         return
     status = stack.wait_until_ready()
     if status.get("ready"):
-        click.echo(f"ready: model {status['active_version']}, {status['workers']} worker(s); "
-                   "Ctrl-C stops everything")
+        click.echo(f"ready: models {served_models(status)}; {status['workers']} worker(s) on the "
+                   "shared queue; Ctrl-C stops everything")
     else:
         click.echo(f"not ready yet: {status}")
 

@@ -127,7 +127,7 @@ class Stack:
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             status = self.readiness()
-            if status.get("ready") or not status.get("active_version"):
+            if status.get("ready") or not (status.get("models") or status.get("active_version")):
                 return status
             self.check_children()
             time.sleep(0.2)

@@ -64,8 +64,8 @@ class ModelView:
         """The active model's input features, in order."""
         spec = self.active_spec()
         if spec is None:
-            raise Unavailable(f"model {self.name!r} has no active version yet; activate one "
-                              "with `modelserve models activate`")
+            raise Unavailable(f"no model is active yet ({self.name!r} has no active version); "
+                              "activate one with `modelserve models activate`")
         return spec.feature_names
 
     def predict(self, rows: np.ndarray) -> Prediction:
