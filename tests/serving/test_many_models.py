@@ -144,7 +144,7 @@ def switch_under_load(stack: RunningStack, load: BoundedLoad, target: str, *comm
 
 @pytest.mark.slow
 def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: ManyModels,
-                                                                reliability) -> None:
+                                                                reliability, browser) -> None:
     """64 clients over three models; diabetes is swapped and rolled back meanwhile; a model
     added while the stack runs is served within 2 s."""
     models = many_models
@@ -162,6 +162,7 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
                               development)
             switch_under_load(stack, load, production, "models", "rollback", "diabetes")
             _wait_for(load, 300)
+        _pages_in_a_browser(browser, stack, models)
     finally:
         assert stack.stop() == 0
     answers = load.answers
@@ -186,6 +187,34 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
     by_worker = {(a.asked[0] == OWN, a.body["worker"].endswith(f":{own_worker}"))
                  for a in answers if a.status == 200}
     assert by_worker == {(True, True), (False, False)}, "the own queue's worker serves it alone"
+
+
+def _pages_in_a_browser(browser, stack: RunningStack, models: ManyModels) -> None:
+    """Chromium: / lists the three models with their live versions; iris's own page has its
+    form, whose answer comes from iris's version."""
+    context = browser.new_context(base_url=stack.url)
+    context.set_default_timeout(20_000)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        listed = page.eval_on_selector_all(
+            "#model-list tbody tr", "rows => rows.map(r => [r.dataset.model, "
+            "r.querySelector('.version').innerText.trim()])")
+        versions = models.versions
+        assert listed == [["diabetes", versions["production"]], ["iris", versions["iris"]],
+                          ["progression", versions["progression"]]]
+        page.click("#model-list tr[data-model=iris] td.name a")
+        names = page.eval_on_selector_all("#predict-form input:not([type=hidden])",
+                                          "els => els.map(e => e.name)")
+        assert len(names) == models.rows["iris"].shape[1]
+        for name, value in zip(names, models.rows["iris"][0].tolist(), strict=True):
+            page.fill(f"#predict-form input[name={name}]", repr(value))
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.click("#predict-form button[type=submit]")
+        assert answer.value.status == 200
+        assert page.inner_text("#answer-version").strip() == versions["iris"]
+    finally:
+        context.close()
 
 
 def _worker_for(model: str) -> int:
