@@ -44,8 +44,11 @@ def hook_script(settings: Settings, name: str) -> str:
     """A one-line shim: the hook's logic lives in the package, tested like any other code."""
     home = shlex.quote(str(settings.home.resolve()))
     python = shlex.quote(sys.executable)
+    # The default model's name decides which model the repository's root files are, so the
+    # hooks keep the one the server was set up with, whatever environment git gives them.
+    model = shlex.quote(settings.model_name)
     return (f"#!/bin/sh\n# Installed by `modelserve delivery init`; do not edit.\n"
-            f"MODELSERVE_HOME={home} TF_CPP_MIN_LOG_LEVEL=3 "
+            f"MODELSERVE_HOME={home} MODELSERVE_MODEL_NAME={model} TF_CPP_MIN_LOG_LEVEL=3 "
             f"exec {python} -m modelserve delivery {name}\n")
 
 
