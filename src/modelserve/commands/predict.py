@@ -15,6 +15,7 @@ from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.model.csvfile import output_columns, score_csv
 from modelserve.model.runtime import ModelRuntime
+from modelserve.registry.catalog import UnknownModel
 
 SAMPLE_BYTES = 1 << 16
 
@@ -23,7 +24,10 @@ def resolve_model(settings: Settings, model: str | None, name: str | None = None
     """Find the bundle to use: a directory path, a registered version, or the active one."""
     if model is not None and Path(model).is_dir():
         return Path(model)
-    registry = open_registry(settings, name)
+    try:
+        registry = open_registry(settings, name)
+    except UnknownModel as error:
+        raise UserError(f"no active model: {error}") from None
     if model is not None:
         return registry.get(registry.resolve(model)).path
     active = registry.active_dir()
