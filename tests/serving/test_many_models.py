@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from faults.conftest import wait_for_answers
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry.catalog import Catalog
@@ -157,11 +158,11 @@ def test_three_models_answer_as_themselves_and_one_swaps_alone(many_models: Many
         added_in = _add_progression(models, stack)
         with BoundedLoad(stack.url, threads=CLIENTS, seconds=120, request_timeout=30,
                          request=ask(models)) as load:
-            _wait_for(load, 300)
+            wait_for_answers(load, 300)
             switch_under_load(stack, load, development, "models", "activate", "diabetes",
                               development)
             switch_under_load(stack, load, production, "models", "rollback", "diabetes")
-            _wait_for(load, 300)
+            wait_for_answers(load, 300)
         _pages_in_a_browser(browser, stack, models)
     finally:
         assert stack.stop() == 0
@@ -239,12 +240,3 @@ def _add_progression(models: ManyModels, stack: RunningStack) -> float:
                                          models.rows["progression"])
     catalog.registry("progression").activate(version, source="test")
     return wait_served(stack, "progression", models.rows["progression"][0].tolist(), version)
-
-
-def _wait_for(load: BoundedLoad, count: int, timeout: float = 60) -> None:
-    """Wait until the load has had `count` more answers."""
-    target = len(load.snapshot()) + count
-    deadline = time.monotonic() + timeout
-    while len(load.snapshot()) < target:
-        assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout} s"
-        time.sleep(0.05)
