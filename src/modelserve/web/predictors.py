@@ -15,7 +15,7 @@ import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
-from kombu import Consumer
+from kombu import Connection, Consumer, Producer
 from kombu import Queue as KombuQueue
 
 from modelserve.config import Settings
@@ -31,9 +31,9 @@ from modelserve.web.batching import (
     Request,
     Unavailable,
 )
-from modelserve.worker import wire
+from modelserve.worker import protocol, wire
 from modelserve.worker.active import NoActiveModel, ServedModels
-from modelserve.worker.app import PREDICT_TASK, broker_connection, make_celery, queue_for
+from modelserve.worker.app import broker_connection, queue_for
 
 # The predictor interface's types live with the batching; callers import them from here.
 __all__ = ["DeadlineExceeded", "InlinePredictor", "Prediction", "QueuePredictor", "Unavailable"]
@@ -75,7 +75,10 @@ class QueuePredictor:
 
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._celery = make_celery(settings)
+        # Used by the batcher thread only: one connection, publisher confirms on.
+        self._publisher = broker_connection(settings, connect_timeout=2, heartbeat=0,
+                                            transport_options={"confirm_publish": True})
+        self._producer: Producer | None = None
         self._reply_queue = f"modelserve.reply.{uuid.uuid4().hex}"
         self._batcher = Batcher(Limits.of(settings), clock=time.monotonic)
         # Guards the batcher; notified on every change the batcher thread may act on.
@@ -130,32 +133,36 @@ class QueuePredictor:
         """Send one batch to its model's queue; on failure answer its callers at once with 503."""
         rows = batch.rows()
         queue = queue_for(self._settings, batch.model)
+        message = protocol.predict_message(
+            batch.id, wire.encode(rows, wire.ROWS), rows.shape[1], batch.model,
+            self._reply_queue, max(batch.deadline - time.monotonic(), 0.1), len(rows))
         try:
-            self._celery.send_task(
-                PREDICT_TASK,
-                args=[wire.encode(rows, wire.ROWS), rows.shape[1]],
-                kwargs={"model": batch.model},
-                argsrepr=f"[<{len(rows)} rows>]",  # Celery would repr every value otherwise
-                queue=queue,
-                routing_key=queue,
-                task_id=batch.id,  # so that logs on both sides name the batch alike
+            self._producer_for(self._publisher).publish(
+                message.body, exchange="", routing_key=queue,
+                content_type=protocol.CONTENT_TYPE, content_encoding=protocol.CONTENT_ENCODING,
+                headers=message.headers, **message.properties,
+                # The queue exists before any worker does, so early batches wait in it.
+                declare=[KombuQueue(queue, durable=True, routing_key=queue)],
                 # Transient: confirmed once queued, not after a disk sync (~100 ms here). A
                 # request outliving a broker restart would have nobody left to answer to.
                 delivery_mode=1,
-                reply_to=self._reply_queue,
-                correlation_id=batch.id,
-                expires=max(batch.deadline - time.monotonic(), 0.1),
-                # A pooled connection from before a broker restart fails on first use while
-                # the broker is back: one immediate retry on a new connection. If the broker
-                # is really away, that fails at once too.
-                retry=True,
-                retry_policy=ONE_IMMEDIATE_RETRY,
+                # A connection from before a broker restart fails on first use while the
+                # broker is back: one immediate retry on a new connection. If the broker is
+                # really away, that fails at once too.
+                retry=True, retry_policy=ONE_IMMEDIATE_RETRY,
             )
         except Exception as error:  # kombu raises many types when the broker is away
             log.warning("publishing a batch failed: %s", error)
+            self._producer = None  # the next batch starts from a fresh channel
             self._finish(batch.id, Unavailable("the message broker is not reachable"))
             return
         metrics.BATCH_ROWS.observe(len(rows))
+
+    def _producer_for(self, connection: Connection) -> Producer:
+        """The batcher thread's producer (kombu revives its channel after a reconnect)."""
+        if self._producer is None:
+            self._producer = connection.Producer()
+        return self._producer
 
     def _finish(self, batch_id: str, outcome: object) -> None:
         """Hand a batch's answer (or failure) to each of its callers; its slot is free."""
@@ -245,3 +252,4 @@ class QueuePredictor:
             self._changed.notify()
         for thread in self._threads:
             thread.join(timeout=3)
+        self._publisher.release()

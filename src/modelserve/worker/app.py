@@ -11,8 +11,9 @@ from kombu import Connection, Queue
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
+from modelserve.worker.protocol import PREDICT_TASK
 
-PREDICT_TASK = "modelserve.predict_batch"
+__all__ = ["PREDICT_TASK", "broker_connection", "make_celery", "queue_for", "worker_queues"]
 TLS_SCHEME = "amqps"
 
 
