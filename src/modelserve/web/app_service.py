@@ -21,6 +21,9 @@ from modelserve.web.evaluation import AccuracyBook
 from modelserve.web.predictors import InlinePredictor, Prediction, QueuePredictor, Unavailable
 
 Predictor = InlinePredictor | QueuePredictor
+# How long a process keeps its answer to "which model is the default": finding it reads every
+# model's link, on every /api/v1/predict otherwise. An activation still shows well within 2 s.
+DEFAULT_NAME_SECONDS = 0.25
 
 
 class NotServed(UserError):
@@ -137,6 +140,7 @@ class Service:
         self._lock = threading.Lock()
         self._views: dict[str, ModelView] = {}
         self._traffic: Counter[str] = Counter()
+        self._default_name: tuple[float, str | None] = (float("-inf"), None)  # (until, name)
 
     @property
     def predictor(self) -> Predictor:
@@ -167,8 +171,13 @@ class Service:
         return view
 
     def default_name(self) -> str | None:
-        """The model /api/v1/predict and the plain pages serve (Catalog.resolve_default)."""
-        return self.catalog.resolve_default()
+        """The model /api/v1/predict and the plain pages serve (Catalog.resolve_default),
+        looked up again at most every DEFAULT_NAME_SECONDS."""
+        until, name = self._default_name
+        if time.monotonic() >= until:
+            name = self.catalog.resolve_default()
+            self._default_name = (time.monotonic() + DEFAULT_NAME_SECONDS, name)
+        return name
 
     def default(self) -> ModelView:
         """The default model's view; while none is served, that of the configured name (whose
