@@ -13,6 +13,9 @@
 -- Many models: a second argument, comma-separated paths (wrk ... URL -- 5 /a,/b,/c), makes
 -- each connection rotate through them request by request, connection k starting at path k,
 -- so that any number of connections spreads its load evenly over the paths.
+--
+-- Another protocol: a third argument replaces the body (wrk ... URL -- 5 "" '{"inputs": ...}'),
+-- e.g. the V2 inference body for MLServer and Triton; an empty second one keeps the URL's path.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -44,6 +47,7 @@ end
 
 function init(args)
   timeout = tonumber(args[1]) or 5
+  if args[3] and args[3] ~= "" then wrk.body = args[3] end
   for path in string.gmatch(args[2] or "", "[^,]+") do
     payloads[#payloads + 1] = wrk.format(nil, path)
   end

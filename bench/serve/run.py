@@ -1,17 +1,23 @@
 """Serving benchmark: one model, one single-row JSON request, wrk at 1/16/64 connections.
 
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
-           [--connections 1,16,64] [--only full,full2,inline,inline2,bentoml,original]
-           [--timeout 5] [--many-models 1,3,10] [--tag run2]
+           [--connections 1,16,64] [--only full,full2,inline,inline2,echo-wsgi,echo-asgi,
+           bentoml,ray,mlserver,pytriton,original] [--timeout 5] [--many-models 1,3,10]
+           [--tag run2]
 
 Servers: `modelserve up` (the full stack, with one and with two web processes),
 `modelserve up --inline` (the same Flask app calling the model in-process, no queue; with two
-web processes it is the ceiling on this machine), BentoML with adaptive batching (its own venv
-under bench/work/), and the original design (Flask -> Celery over RabbitMQ with rpc:// -> Keras
-`model.predict`). Every server serves the seed model imported into a fresh MODELSERVE_HOME
-under bench/work/serve/, listens on 127.0.0.1 only, and is stopped (its whole process group)
-before the next starts, on error and on Ctrl-C too. Writes bench/results/serve-YYYY-MM-DD.md
-(and .json) and prints the table.
+web processes it is the ceiling on this machine), two JSON echoes with no model (WSGI under
+`gunicorn -w 2` sync workers, bare ASGI under granian with 2 workers: the HTTP layer's own
+limit), the peers BentoML (adaptive batching), Ray Serve (@serve.batch), MLServer (adaptive
+batching, a custom runtime) and Triton through PyTriton (dynamic batching), each in its own
+venv bench/work/<peer>-venv pinned by peers/<peer>-requirements.txt, and the original design
+(Flask -> Celery over RabbitMQ with rpc:// -> Keras `model.predict`). Every server serves the
+seed model imported into a fresh MODELSERVE_HOME under bench/work/serve/ (the peers without
+TensorFlow compute with its plan.npz weights, peers/dense.py), listens on 127.0.0.1 only, and
+is stopped (its whole process group) before the next starts, on error and on Ctrl-C too.
+MLServer and Triton are asked the same row in the V2 inference protocol. Writes
+bench/results/serve-YYYY-MM-DD.md (and .json) and prints the table.
 
 --many-models 1,3,10 runs the many-models comparison instead: for each count N a fresh home
 serving N models (`diabetes` and m01, m02, ...: the same checked version under N names), the
@@ -51,17 +57,32 @@ PEERS = HERE / "peers"
 POST_LUA = HERE / "post.lua"
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / "bench" / "work" / "serve"
-BENTOML_VENV = REPO / "bench" / "work" / "bentoml-venv"
-BENTOML_REQUIREMENTS = PEERS / "bentoml-requirements.txt"
 PATH = "/api/v1/predict"
 MODEL_PATH = "/api/v1/models/{name}/predict"
 DEFAULTS = Settings(home=Path("."))
 MODELS_WORKERS = 2
 ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 BODY = json.dumps({"rows": [ROW]}).encode()
+# The V2 (Open Inference) protocol's body for the same row, for MLServer and Triton.
+V2_MODEL = "classifier"
+V2_PATH = f"/v2/models/{V2_MODEL}/infer"
+V2_BODY = json.dumps({"inputs": [{"name": "rows", "shape": [1, len(ROW)], "datatype": "FP32",
+                                  "data": ROW}]}).encode()
 TOLERANCE = 1e-4
-SERVERS = ("full", "full2", "inline", "inline2", "bentoml", "original")
+SERVERS = ("full", "full2", "inline", "inline2", "echo-wsgi", "echo-asgi", "bentoml", "ray",
+           "mlserver", "pytriton", "original")
+# Each peer's venv is bench/work/<peer>-venv, pinned by peers/<peer>-requirements.txt.
+PEER_VENVS = ("bentoml", "granian", "ray", "mlserver", "pytriton")
+PEER_PACKAGES = {"bentoml": ["bentoml", "tensorflow-cpu", "keras", "numpy"],
+                 "granian": ["granian"], "ray": ["ray", "numpy"],
+                 "mlserver": ["mlserver", "uvloop", "numpy"],
+                 "pytriton": ["nvidia-pytriton", "numpy"]}
 BENTOML_BATCH = {"BENCH_MAX_BATCH_SIZE": "64", "BENCH_MAX_LATENCY_MS": "100", "BENCH_WORKERS": "1"}
+# Every batching peer gets the same cap: 64 rows, as many as the most connections measured.
+RAY_BATCH = {"BENCH_MAX_BATCH_SIZE": "64", "BENCH_BATCH_WAIT_S": "0.01"}
+MLSERVER_BATCH = {"max_batch_size": 64, "max_batch_time": 0.01, "parallel_workers": 1}
+PYTRITON_BATCH = {"BENCH_MAX_BATCH_SIZE": "64", "BENCH_MAX_QUEUE_DELAY_US": "10000"}
+ECHO_WORKERS = 2
 ORIGINAL_THREADS = 64
 ORIGINAL_RESULT_TIMEOUT = 10
 
@@ -116,7 +137,8 @@ class Processes:
     logs: Path
     started: list[Started] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> Started:
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
+              stop: Callable[[subprocess.Popen], None] | None = None) -> Started:
         """Start argv in a new session (its own process group), output to logs/<name>.log."""
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
@@ -124,7 +146,7 @@ class Processes:
                 argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
-        return self.adopt(name, process)
+        return self.adopt(name, process, stop)
 
     def adopt(self, name: str, process: subprocess.Popen, stop=None) -> Started:
         """Track a process started elsewhere, with its own stop function if it has one."""
@@ -240,26 +262,57 @@ def first_probability(payload) -> float:
     return float(payload)
 
 
-def check_answer(base: str, reference: float, path: str = PATH, model: str = "") -> float:
+def v2_probability(payload) -> float:
+    """Pull the first probability out of a V2 (Open Inference) answer."""
+    return float(payload["outputs"][0]["data"][0])
+
+
+def echo_rows(payload) -> float:
+    """An echo's answer carries no probability: check its shape and give the row count."""
+    if not isinstance(payload, dict) or payload.get("model") != "echo":
+        raise BenchError(f"not the echo's answer: {str(payload)[:200]}")
+    return float(payload["rows"])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What a server is asked (path and body, also wrk's) and how its answer is read."""
+
+    path: str = PATH
+    body: bytes = BODY
+    read: Callable[[object], float] = first_probability
+    echo: bool = False  # answers no probability: the check wants one row counted instead
+
+
+JSON_API = Endpoint()
+ECHO_API = Endpoint(read=echo_rows, echo=True)
+V2_API = Endpoint(V2_PATH, V2_BODY, v2_probability)
+
+
+def check_answer(base: str, reference: float, endpoint: Endpoint = JSON_API,
+                 model: str = "") -> float:
     """POST the benchmark body once and check the probability (and model name) is the model's."""
-    status, body = http(base + path, BODY, timeout=60)
+    path = endpoint.path
+    status, body = http(base + path, endpoint.body, timeout=60)
     if status != 200:
         raise BenchError(f"{base}{path} answered {status}: {body[:300]!r}")
     answer = json.loads(body)
     if model and answer.get("model") != model:
         raise BenchError(f"{base}{path} answered for model {answer.get('model')!r}, not {model}")
-    got = first_probability(answer)
-    if abs(got - reference) > TOLERANCE:
-        raise BenchError(f"{base}{path} answered {got}, the model says {reference}")
+    got = endpoint.read(answer)
+    expected = 1.0 if endpoint.echo else reference
+    if abs(got - expected) > TOLERANCE:
+        what = "rows" if endpoint.echo else "the model says"
+        raise BenchError(f"{base}{path} answered {got}, {what} {expected}")
     return got
 
 
-def settle(base: str, limit: float = 120.0) -> float:
+def settle(base: str, limit: float = 120.0, endpoint: Endpoint = JSON_API) -> float:
     """Wait until one request is answered 200 within 2 s (a backlog drained); return the wait."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
         asked = time.monotonic()
-        status, _ = http(base + PATH, BODY, timeout=30)
+        status, _ = http(base + endpoint.path, endpoint.body, timeout=30)
         if status == 200 and time.monotonic() - asked < 2.0:
             break
         time.sleep(1.0)
@@ -336,30 +389,39 @@ def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1) -> tupl
     return base, settings
 
 
-def requirements_stamp() -> str:
-    """Hash the pinned BentoML requirements, to know when the venv must be brought up to date."""
-    return hashlib.sha256(BENTOML_REQUIREMENTS.read_bytes()).hexdigest()
+def peer_venv(peer: str) -> Path:
+    """Where a peer's venv lives: bench/work/<peer>-venv."""
+    return REPO / "bench" / "work" / f"{peer}-venv"
 
 
-def ensure_bentoml_venv() -> Path:
-    """Create (or update) bench/work/bentoml-venv from the pinned requirements."""
-    stamp = BENTOML_VENV / ".requirements-sha256"
-    if stamp.is_file() and stamp.read_text().strip() == requirements_stamp():
-        return BENTOML_VENV
-    print(f"building {BENTOML_VENV} (a few minutes) ...", flush=True)
-    if not (BENTOML_VENV / "bin" / "python").exists():
+def requirements_stamp(peer: str) -> str:
+    """Hash a peer's pinned requirements, to know when its venv must be brought up to date."""
+    return hashlib.sha256((PEERS / f"{peer}-requirements.txt").read_bytes()).hexdigest()
+
+
+def ensure_venv(peer: str) -> Path:
+    """Create (or update) bench/work/<peer>-venv from peers/<peer>-requirements.txt."""
+    venv = peer_venv(peer)
+    stamp = venv / ".requirements-sha256"
+    if stamp.is_file() and stamp.read_text().strip() == requirements_stamp(peer):
+        return venv
+    print(f"building {venv} (a few minutes) ...", flush=True)
+    begun = time.monotonic()
+    if not (venv / "bin" / "python").exists():
         base_python = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base_python, "-m", "venv", str(BENTOML_VENV)], check=True)
-    pip = [str(BENTOML_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+        subprocess.run([base_python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
            "--disable-pip-version-check"]
-    subprocess.run([*pip, "-r", str(BENTOML_REQUIREMENTS)], check=True, timeout=1800)
-    stamp.write_text(requirements_stamp() + "\n")
-    return BENTOML_VENV
+    subprocess.run([*pip, "-r", str(PEERS / f"{peer}-requirements.txt")], check=True,
+                   timeout=1800)
+    stamp.write_text(requirements_stamp(peer) + "\n")
+    print(f"built {venv} in {time.monotonic() - begun:.0f} s", flush=True)
+    return venv
 
 
 def start_bentoml(ctx: Context) -> tuple[str, str]:
     """Start BentoML on the same model.keras, adaptive batching on, and wait for /readyz."""
-    venv = ensure_bentoml_venv()
+    venv = ensure_venv("bentoml")
     port = free_port()
     env = dict(ctx.env, BENCH_MODEL_PATH=str(ctx.model), BENTOML_HOME=str(WORK / "bentoml-home"),
                BENTOML_DO_NOT_TRACK="true", TF_CPP_MIN_LOG_LEVEL="2", **BENTOML_BATCH)
@@ -401,16 +463,141 @@ def start_original(ctx: Context) -> tuple[str, str]:
                   f"concurrency 1; rpc:// backend, get(timeout={ORIGINAL_RESULT_TIMEOUT})")
 
 
-STARTERS: dict[str, tuple[str, Callable[[Context], tuple[str, str]]]] = {
-    "full": ("modelserve up (full stack)", lambda ctx: start_modelserve(ctx, inline=False)),
-    "full2": ("modelserve up, 2 web processes",
-              lambda ctx: start_modelserve(ctx, inline=False, web_processes=2)),
-    "inline": ("modelserve up --inline (in-process)",
-               lambda ctx: start_modelserve(ctx, inline=True)),
-    "inline2": ("modelserve up --inline, 2 web processes (ceiling)",
-                lambda ctx: start_modelserve(ctx, inline=True, web_processes=2)),
-    "bentoml": ("BentoML, adaptive batching", start_bentoml),
-    "original": ("original design (Celery rpc://)", start_original),
+def start_echo_wsgi(ctx: Context) -> tuple[str, str]:
+    """Start the WSGI echo under gunicorn's sync workers (the project's venv)."""
+    port = free_port()
+    argv = [str(ctx.venv / "bin" / "gunicorn"), "-k", "sync", "-w", str(ECHO_WORKERS),
+            "-b", f"127.0.0.1:{port}", "--no-control-socket", "echo_app:wsgi_app"]
+    entry = ctx.procs.start("echo-wsgi", argv, ctx.env, PEERS)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + PATH, entry, ctx.procs, ctx.ready_timeout, body=BODY)
+    return base, f"gunicorn -k sync -w {ECHO_WORKERS} echo_app:wsgi_app"
+
+
+def start_echo_asgi(ctx: Context) -> tuple[str, str]:
+    """Start the bare ASGI echo under granian (its own venv)."""
+    venv = ensure_venv("granian")
+    port = free_port()
+    argv = [str(venv / "bin" / "granian"), "--interface", "asgi", "--workers",
+            str(ECHO_WORKERS), "--host", "127.0.0.1", "--port", str(port), "--no-ws",
+            "--log-level", "warning", "echo_app:asgi_app"]
+    entry = ctx.procs.start("echo-asgi", argv, ctx.env, PEERS)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + PATH, entry, ctx.procs, ctx.ready_timeout, body=BODY)
+    return base, f"granian --interface asgi --workers {ECHO_WORKERS} echo_app:asgi_app"
+
+
+def plan_of(ctx: Context) -> Path:
+    """The numpy weights the peers without TensorFlow compute with: model.keras's plan.npz."""
+    plan = ctx.model.with_name("plan.npz")
+    if not plan.is_file():
+        raise BenchError(f"{plan} is missing: the model has no numpy plan for the peers")
+    return plan
+
+
+def peer_env(ctx: Context, **extra: str) -> dict[str, str]:
+    """The environment of a peer that imports the modules in peers/ (dense.py)."""
+    return dict(ctx.env, PYTHONPATH=str(PEERS), BENCH_PLAN_PATH=str(plan_of(ctx)), **extra)
+
+
+def start_ray(ctx: Context) -> tuple[str, str]:
+    """Start Ray Serve (@serve.batch) on loopback and wait for a real prediction."""
+    venv = ensure_venv("ray")
+    port = free_port()
+    # With this off, Ray takes 127.0.0.1 as the node's address and binds its services there.
+    temp = WORK / "ray"
+    shutil.rmtree(temp, ignore_errors=True)
+    # RAY_AUTH_MODE: no token written to ~/.ray for a cluster that lives for one benchmark.
+    env = peer_env(ctx, BENCH_PORT=str(port), BENCH_RAY_TEMP=str(temp),
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+                   RAY_AUTH_MODE="disabled", **RAY_BATCH)
+    entry = ctx.procs.start("ray", [str(venv / "bin" / "python"), "ray_service.py"], env, PEERS)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base + PATH, entry, ctx.procs, ctx.ready_timeout, body=BODY)
+    batch = ", ".join(f"{k.removeprefix('BENCH_').lower()}={v}" for k, v in RAY_BATCH.items())
+    return base, f"ray_service.py: 1 replica, @serve.batch({batch}), max_ongoing_requests=256"
+
+
+def write_mlserver_config(ctx: Context, folder: Path, ports: tuple[int, int, int]) -> None:
+    """Write settings.json (everything on loopback, no access log) and model-settings.json."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    http_port, grpc_port, metrics_port = ports
+    settings = {"debug": False, "host": "127.0.0.1", "http_port": http_port,
+                "grpc_port": grpc_port, "metrics_port": metrics_port,
+                "parallel_workers": MLSERVER_BATCH["parallel_workers"]}
+    model = {"name": V2_MODEL, "implementation": "mlserver_runtime.DenseRuntime",
+             "max_batch_size": MLSERVER_BATCH["max_batch_size"],
+             "max_batch_time": MLSERVER_BATCH["max_batch_time"],
+             "parameters": {"uri": str(plan_of(ctx))}}
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    (folder / "model-settings.json").write_text(json.dumps(model, indent=2))
+
+
+def start_mlserver(ctx: Context) -> tuple[str, str]:
+    """Start MLServer with the custom runtime, adaptive batching on, and wait for it."""
+    venv = ensure_venv("mlserver")
+    ports = (free_port(), free_port(), free_port())
+    folder = WORK / "mlserver"
+    write_mlserver_config(ctx, folder, ports)
+    argv = [str(venv / "bin" / "mlserver"), "start", str(folder)]
+    entry = ctx.procs.start("mlserver", argv, peer_env(ctx), PEERS)
+    base = f"http://127.0.0.1:{ports[0]}"
+    wait_ready(base + V2_PATH, entry, ctx.procs, ctx.ready_timeout, body=V2_BODY)
+    batch = ", ".join(f"{k}={v}" for k, v in MLSERVER_BATCH.items())
+    return base, f"mlserver start, mlserver_runtime.DenseRuntime ({batch})"
+
+
+def stop_by_sigint(process: subprocess.Popen) -> None:
+    """Stop PyTriton as Ctrl-C would, so that it takes tritonserver and its workspace down."""
+    signal_quietly(signal.SIGINT, pids=(process.pid,))
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(30)
+
+
+def start_pytriton(ctx: Context) -> tuple[str, str]:
+    """Start Triton through PyTriton (dynamic batching) on loopback and wait for it."""
+    venv = ensure_venv("pytriton")
+    ports = (free_port(), free_port(), free_port())
+    # tritonserver's Python-backend stub must find this Python's libpython, not Debian's.
+    python_lib = Path(getattr(sys, "_base_executable", sys.executable)).resolve().parents[1]
+    env = peer_env(ctx, BENCH_HTTP_PORT=str(ports[0]), BENCH_GRPC_PORT=str(ports[1]),
+                   BENCH_METRICS_PORT=str(ports[2]), BENCH_WORKSPACE=str(WORK / "pytriton"),
+                   LD_LIBRARY_PATH=str(python_lib / "lib"), **PYTRITON_BATCH)
+    shutil.rmtree(WORK / "pytriton", ignore_errors=True)
+    argv = [str(venv / "bin" / "python"), "pytriton_service.py"]
+    entry = ctx.procs.start("pytriton", argv, env, PEERS, stop=stop_by_sigint)
+    base = f"http://127.0.0.1:{ports[0]}"
+    wait_ready(base + V2_PATH, entry, ctx.procs, ctx.ready_timeout, body=V2_BODY)
+    batch = ", ".join(f"{k.removeprefix('BENCH_').lower()}={v}"
+                      for k, v in PYTRITON_BATCH.items())
+    return base, f"pytriton_service.py: @batch, DynamicBatcher ({batch})"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server of the table: its label, how to start it, and what it is asked."""
+
+    label: str
+    start: Callable[[Context], tuple[str, str]]
+    endpoint: Endpoint = JSON_API
+
+
+STARTERS: dict[str, Server] = {
+    "full": Server("modelserve up (full stack)", lambda ctx: start_modelserve(ctx, inline=False)),
+    "full2": Server("modelserve up, 2 web processes",
+                    lambda ctx: start_modelserve(ctx, inline=False, web_processes=2)),
+    "inline": Server("modelserve up --inline (in-process)",
+                     lambda ctx: start_modelserve(ctx, inline=True)),
+    "inline2": Server("modelserve up --inline, 2 web processes (ceiling)",
+                      lambda ctx: start_modelserve(ctx, inline=True, web_processes=2)),
+    "echo-wsgi": Server("WSGI JSON echo, gunicorn -w 2 (sync)", start_echo_wsgi, ECHO_API),
+    "echo-asgi": Server("ASGI JSON echo, granian 2 workers", start_echo_asgi, ECHO_API),
+    "bentoml": Server("BentoML, adaptive batching", start_bentoml),
+    "ray": Server("Ray Serve, @serve.batch", start_ray),
+    "mlserver": Server("MLServer, adaptive batching (V2)", start_mlserver, V2_API),
+    "pytriton": Server("Triton via PyTriton, dynamic batching (V2)", start_pytriton, V2_API),
+    "original": Server("original design (Celery rpc://)", start_original),
 }
 
 
@@ -418,13 +605,15 @@ STARTERS: dict[str, tuple[str, Callable[[Context], tuple[str, str]]]] = {
 
 
 def run_wrk(base: str, connections: int, seconds: int, timeout: float,
-            paths: list[str] | None = None) -> dict:
+            paths: list[str] | None = None, endpoint: Endpoint = JSON_API) -> dict:
     """Run wrk with one thread per connection and return post.lua's WRK_JSON figures; with
-    paths, each connection rotates through them (post.lua's second argument)."""
-    url = base + (paths[0] if paths else PATH)
+    paths, each connection rotates through them (post.lua's second argument); a body other
+    than the JSON API's goes as post.lua's third."""
+    url = base + (paths[0] if paths else endpoint.path)
     argv = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds}s",
             "--timeout", f"{timeout:g}s", "-s", str(POST_LUA), url, "--", f"{timeout:g}"]
-    argv += [",".join(paths)] if paths else []
+    argv += [",".join(paths or [])] if paths or endpoint.body != BODY else []
+    argv += [endpoint.body.decode()] if endpoint.body != BODY else []
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
                           check=False, start_new_session=True)
     for line in done.stdout.splitlines():
@@ -453,32 +642,35 @@ def summarize(raw: dict) -> dict:
 
 
 def measure_cell(base: str, connections: int, args: argparse.Namespace,
-                 paths: list[str] | None = None) -> dict:
+                 paths: list[str] | None = None, endpoint: Endpoint = JSON_API) -> dict:
     """Settle the server, warm it up at this concurrency, settle again, then measure."""
-    waited = settle(base)
+    waited = settle(base, endpoint=endpoint)
     if args.warmup > 0:
-        run_wrk(base, connections, args.warmup, args.timeout, paths)
+        run_wrk(base, connections, args.warmup, args.timeout, paths, endpoint)
         # The warm-up's last requests may leave work queued (the original design keeps
         # running tasks whose callers left): let it drain so the cell starts clean.
-        waited += settle(base)
-    record = summarize(run_wrk(base, connections, args.duration, args.timeout, paths))
+        waited += settle(base, endpoint=endpoint)
+    record = summarize(run_wrk(base, connections, args.duration, args.timeout, paths,
+                               endpoint))
     record["settle_s"] = waited
     return record
 
 
 def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: float) -> dict:
     """Start one server, check its answer, measure every concurrency, stop it."""
-    label, start = STARTERS[name]
-    result: dict = {"name": name, "label": label, "cells": {}}
+    server = STARTERS[name]
+    result: dict = {"name": name, "label": server.label, "cells": {},
+                    "path": server.endpoint.path, "body": server.endpoint.body.decode()}
     try:
-        print(f"== {label}: starting", flush=True)
+        print(f"== {server.label}: starting", flush=True)
         begun = time.monotonic()
-        base, settings = start(ctx)
+        base, settings = server.start(ctx)
         result["startup_s"] = time.monotonic() - begun
         result["settings"] = settings
-        result["probability"] = check_answer(base, reference)
+        result["probability"] = check_answer(base, reference, server.endpoint)
+        print(f"   answer checked: {result['probability']}", flush=True)
         for connections in args.connections:
-            cell = measure_cell(base, connections, args)
+            cell = measure_cell(base, connections, args, endpoint=server.endpoint)
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
@@ -607,7 +799,7 @@ def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: 
         result["settings"] = f"{settings} (MODELSERVE_MAX_LOADED_MODELS={capacity_for(count)})"
         paths = model_paths(names)
         for name, path in zip(names, paths, strict=True):
-            check_answer(base, reference, path, name)
+            check_answer(base, reference, Endpoint(path), name)
         # Others share this machine: the load around the cells says how much they took.
         result["load_before"] = os.getloadavg()[0]
         for connections in args.connections:
@@ -859,8 +1051,8 @@ def machine(venv: Path) -> dict:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "project": package_versions(venv / "bin" / "python", ours),
-        "bentoml_venv": package_versions(BENTOML_VENV / "bin" / "python",
-                                         ["bentoml", "tensorflow-cpu", "keras", "numpy"]),
+        "peer_venvs": {peer: package_versions(peer_venv(peer) / "bin" / "python",
+                                              PEER_PACKAGES[peer]) for peer in PEER_VENVS},
         "wrk": debian_version("wrk"),
         "rabbitmq": debian_version("rabbitmq-server"),
     }
@@ -869,11 +1061,13 @@ def machine(venv: Path) -> dict:
 def machine_lines(info: dict) -> list[str]:
     """The bullets on the machine and the software, shared by both reports."""
     project = ", ".join(f"{k} {v}" for k, v in info["project"].items())
-    bento = ", ".join(f"{k} {v}" for k, v in info["bentoml_venv"].items()) or "not built"
+    peers = "; ".join(
+        f"{peer} venv: {', '.join(f'{k} {v}' for k, v in versions.items()) or 'not built'}"
+        for peer, versions in info["peer_venvs"].items())
     return [
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}; wrk runs on the same cores as the server.",
-        f"- Software: Python {info['python']}; project venv: {project}; BentoML venv: {bento}; "
+        f"- Software: Python {info['python']}; project venv: {project}; {peers}; "
         f"wrk {info['wrk']}; RabbitMQ {info['rabbitmq']}.",
     ]
 
@@ -901,9 +1095,18 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         "",
         *machine_lines(info),
         f"- Model: the production seed model imported into a fresh MODELSERVE_HOME "
-        f"(version {model['version']}); every server serves its model.keras. The request "
+        f"(version {model['version']}); modelserve, BentoML and the original design serve "
+        "its model.keras (modelserve through the numpy plan it derives from it); Ray Serve, "
+        "MLServer and Triton compute with the same plan.npz's weights in numpy "
+        "(peers/dense.py), having no TensorFlow. The request "
         f"`POST {PATH}` `{BODY.decode()}`; every server's answer was checked against "
         f"`modelserve predict` ({model['probability']:.7f}) within {TOLERANCE:g}.",
+        f"- MLServer and Triton speak the V2 (Open Inference) protocol: wrk sends them "
+        f"`POST {V2_PATH}` `{V2_BODY.decode()}` instead (the same row; post.lua's third "
+        "argument), and their check reads outputs[0].data[0].",
+        "- The echoes (WSGI under gunicorn's sync workers, bare ASGI under granian) parse the "
+        "same JSON body and answer a fixed-shape JSON (the row count, one dummy score per row) "
+        "with no model: the HTTP layer's own limit. Their check is that they counted one row.",
         *counting_lines(args),
         "",
         "| server | settings | start-up s | settle s per cell |",
