@@ -20,9 +20,6 @@ from modelserve.stack.ports import PortError, ensure_port_free, port_is_free, wa
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 USER = "modelserve"
-# Erlang's schedulers spin before they sleep: on a small machine whose cores the web app and
-# the workers share, that spinning takes CPU from them (RabbitMQ's runtime-tuning guide).
-NO_BUSY_WAIT = "+sbwt none +sbwtdcpu none +sbwtdio none"
 EPMD_OFFSET, DIST_OFFSET = 19000, 20000
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # How the Erlang VM, RabbitMQ's boot and its start script begin the line that says why it ended.
@@ -138,7 +135,7 @@ class BrokerNode:
             RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_CONFIG_FILE=str(self._write_config()),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=f"{loopback} {NO_BUSY_WAIT}",
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=loopback,
             ERL_EPMD_PORT=str(self.epmd_port),
             ERL_EPMD_ADDRESS="127.0.0.1",
         )
