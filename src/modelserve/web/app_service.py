@@ -159,8 +159,7 @@ class Service:
         if view is not None and self.catalog.exists(name):
             return view
         registry = self.catalog.registry(name)  # refuses an unknown name, naming the others
-        return self._keep(ModelView(name, self.settings, registry, lambda: self.predictor,
-                                    self._traffic))
+        return self._keep(name, registry)
 
     def served_model(self, name: str) -> ModelView:
         """The view of a model with an active version; any other name is a 404."""
@@ -187,9 +186,7 @@ class Service:
             view = self._views.get(name)
         if view is not None:
             return view
-        registry = Registry(self.catalog.path_of(name), checker=None)
-        return self._keep(ModelView(name, self.settings, registry, lambda: self.predictor,
-                                    self._traffic))
+        return self._keep(name, Registry(self.catalog.path_of(name), checker=None))
 
     def served(self) -> dict[str, str]:
         """Every served model's active version, by name."""
@@ -211,10 +208,11 @@ class Service:
         shared["ready"] = any(shared["models"].values())
         return shared
 
-    def _keep(self, view: ModelView) -> ModelView:
-        """Cache a view, keeping the first one made if two requests raced."""
+    def _keep(self, name: str, registry: Registry) -> ModelView:
+        """Make and cache a model's view, keeping the first one made if two requests raced."""
+        view = ModelView(name, self.settings, registry, lambda: self.predictor, self._traffic)
         with self._lock:
-            return self._views.setdefault(view.name, view)
+            return self._views.setdefault(name, view)
 
     def _served_list(self) -> str:
         """The served models' names, for a refusal."""
