@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from serving.conftest import prepare_home, version_of_seed
+from serving.conftest import prepare_home
 from serving.stack_helpers import start_stack
 from tiers import needs
 
@@ -17,9 +17,8 @@ from tiers import needs
 def production(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """A production home (seed model live), delivery set up, and its serving stack running."""
     home = tmp_path_factory.mktemp("production") / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"),
-                   home=home).returncode == 0
+    # The session's template with that `models activate` already run on it (serving/conftest).
+    prepare_home(home, shared_data, pima_csv, active="production")
     stack = start_stack(home, "--workers", "2")
     try:
         stack.wait_ready(workers=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from serving.conftest import prepare_home, version_of_seed
+from serving.conftest import prepare_home
 from tabular import write_table
 from tiers import needs
 
@@ -66,9 +66,8 @@ def server(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """Two live models with their data, delivery set up, the repository reachable over SSH."""
     work = tmp_path_factory.mktemp("models")
     home = work / "home"
-    prepare_home(home, shared_data, pima_csv)
-    assert run_cli("models", "activate", version_of_seed(home, "production"),
-                   home=home).returncode == 0
+    # The session's template with that `models activate` already run on it (serving/conftest).
+    prepare_home(home, shared_data, pima_csv, active="production")
     path, label = write_table(work, "multiclass")
     stored = run_cli("data", "import", path, "--label", label, "--name", "iris", home=home)
     assert stored.returncode == 0, stored.stderr

@@ -53,10 +53,10 @@ SWITCH_KILLS = 10
 def state_template(tmp_path_factory, shared_data: Path, pima_csv: Path) -> Path:
     """A home with both seed models; development was active before production, which is."""
     home = tmp_path_factory.mktemp("state-template") / "home"
-    prepare_home(home, shared_data, pima_csv, ("production", "development"))
-    for name in ("development", "production"):
-        result = run_cli("models", "activate", version_of_seed(home, name), home=home)
-        assert result.returncode == 0, result.stderr
+    # The session's template with development activated (serving/conftest), then production.
+    prepare_home(home, shared_data, pima_csv, ("production", "development"), active="development")
+    result = run_cli("models", "activate", version_of_seed(home, "production"), home=home)
+    assert result.returncode == 0, result.stderr
     return home
 
 
