@@ -11,7 +11,8 @@ from tiers import needs
 
 from modelserve.model.dataset import Dataset, load_dataset
 
-pytest_plugins = ["reliability_report", "tiers"]
+# hosts.fixtures: the fresh hosts (tests/hosts) the sandbox's systemd test shares too.
+pytest_plugins = ["reliability_report", "tiers", "hosts.fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_FILE = "pima-indians-diabetes.csv"

@@ -18,6 +18,7 @@ import pytest
 from containers.engine import CACHE, REPO
 from serving.stack_helpers import ROW, Response
 
+from hosts.fixtures import start_together
 from hosts.mirror import serve, stage_mirror
 from hosts.testhost import TestHost, gateway, inventory
 
@@ -119,7 +120,8 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
     """Converge production + development, again: changed=0; train, push, predict. Then a worker
     host (converged twice: changed=0): it follows production's model and answers too, over TLS
     as its own broker account; the broker admits it and not dev."""
-    prod, dev = fresh_host("prod"), fresh_host("dev")
+    # The worker host joins later: started with the others, it stays untouched until then.
+    prod, dev, worker = start_together(fresh_host, "prod", "dev", "worker1")
     mirror = stage_mirror(CACHE, tmp_path / "mirror", {})
     with serve(mirror, gateway(engine, host_network)) as url:
         extra = {"common_find_links": f"{url}/wheels/", "modelserve_dataset_file": str(pima_csv)}
@@ -143,7 +145,6 @@ def test_site_converges_idempotently_and_a_push_from_development_serves_on_produ
         answer = first_answer.json()
         assert answer["model_version"] == version and 0 <= answer["probabilities"][0] <= 1
 
-        worker = fresh_host("worker1")
         groups["workers"] = [worker]
         hosts = inventory(groups, host_key, tmp_path / "inventory.ini")
         _, worker_seconds = converge(hosts, extra, prod, worker)

@@ -1,6 +1,8 @@
 """The systemd backend for real: a fresh Debian server (systemd as PID 1) booted from the prod
 user-data, where the deploy account's model jobs run through its sudo rule in transient units
-with a dynamic user; a probe plays a model that runs code during its load."""
+with a dynamic user; a probe plays a model that runs code during its load. The host is the
+session's production host from user-data (tests/hosts/fixtures.py), which
+tests/hosts/test_cloud_init.py checks too: booting one costs minutes of pip install."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hosts.conftest import fresh_host, host_image, host_key, host_network  # noqa: F401
-from hosts.test_cloud_init import DEPLOY_ENV, import_seed_model, mirror, render  # noqa: F401
+from hosts.booting import DEPLOY_ENV, Booted, import_seed_model
 
 from sandbox import probes
 
@@ -40,11 +41,10 @@ def probe(host, program: str, *args: str, memory: int = 3 << 30, cpu: int = 60,
 
 
 def test_on_a_systemd_server_model_jobs_run_in_units_with_a_dynamic_user(
-        fresh_host, host_key, mirror, shared_data: Path, tmp_path: Path,  # noqa: F811
-        reliability):
+        prod_from_user_data: Booted, shared_data: Path, reliability):
     """Root gets the systemd backend, deploy the sudo rule; the seed imports; the probe fails
     at everything a loaded model's code would try; CPU and wall limits end it."""
-    host = fresh_host("sandboxed", user_data=render(tmp_path, "prod", host_key, mirror))
+    host = prod_from_user_data.host
     as_root = host.exec("modelserve", "sandbox", "status").stdout
     as_deploy = host.exec("runuser", "-u", "deploy", "--", *DEPLOY_ENV, "modelserve",
                           "sandbox", "status").stdout
