@@ -1,16 +1,16 @@
 """The systemd backend for real: a fresh Debian server (systemd as PID 1) booted from the prod
 user-data, where the deploy account's model jobs run through its sudo rule in transient units
-with a dynamic user; a probe plays a model that runs code during its load. The host is the
-session's production host from user-data (tests/hosts/fixtures.py), which
-tests/hosts/test_cloud_init.py checks too: booting one costs minutes of pip install."""
+with a dynamic user; a probe plays a model that runs code during its load."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosts.booting import DEPLOY_ENV, Booted, import_seed_model
+from hosts.booting import DEPLOY_ENV, UserDataBoots, import_seed_model, render
+from hosts.testhost import TestHost
 
 from sandbox import probes
 
@@ -40,11 +40,24 @@ def probe(host, program: str, *args: str, memory: int = 3 << 30, cpu: int = 60,
     return json.loads(done.stdout)
 
 
+@pytest.fixture
+def sandboxed_host(engine, host_image: str, host_network: str, host_key: Path, mirror: str,
+                   tmp_path: Path) -> Iterator[TestHost]:
+    """A production host of its own from the prod user-data: the probe needs its stack up on
+    port 5100, which a host shared with other tests does not promise."""
+    boots = UserDataBoots(engine, host_image, host_network, host_key)
+    try:
+        boots.start("sandboxed", render(tmp_path, "prod", host_key, mirror), ["sandboxed"])
+        yield boots.ready("sandboxed").host
+    finally:
+        boots.remove()
+
+
 def test_on_a_systemd_server_model_jobs_run_in_units_with_a_dynamic_user(
-        prod_from_user_data: Booted, shared_data: Path, reliability):
+        sandboxed_host: TestHost, shared_data: Path, reliability):
     """Root gets the systemd backend, deploy the sudo rule; the seed imports; the probe fails
     at everything a loaded model's code would try; CPU and wall limits end it."""
-    host = prod_from_user_data.host
+    host = sandboxed_host
     as_root = host.exec("modelserve", "sandbox", "status").stdout
     as_deploy = host.exec("runuser", "-u", "deploy", "--", *DEPLOY_ENV, "modelserve",
                           "sandbox", "status").stdout

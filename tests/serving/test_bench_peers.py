@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,5 +79,8 @@ def call_asgi(path: str, body: bytes) -> tuple[int, bytes]:
         sent.append(message)
 
     scope = {"type": "http", "path": path, "method": "POST"}
-    asyncio.run(echo_app.asgi_app(scope, receive, send))
+    # A thread of its own: an event loop left running in this one by another test (the suite
+    # has several asyncio clients) would make asyncio.run refuse.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, echo_app.asgi_app(scope, receive, send)).result()
     return sent[0]["status"], sent[1]["body"]
