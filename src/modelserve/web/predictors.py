@@ -15,7 +15,7 @@ import uuid
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
-from kombu import Connection, Consumer, Producer
+from kombu import Consumer, Producer
 from kombu import Queue as KombuQueue
 
 from modelserve.config import Settings
@@ -33,7 +33,7 @@ from modelserve.web.batching import (
 )
 from modelserve.worker import protocol, wire
 from modelserve.worker.active import NoActiveModel, ServedModels
-from modelserve.worker.app import broker_connection, queue_for
+from modelserve.worker.app import broker_connection, queue_for, task_queue
 
 # The predictor interface's types live with the batching; callers import them from here.
 __all__ = ["DeadlineExceeded", "InlinePredictor", "Prediction", "QueuePredictor", "Unavailable"]
@@ -137,12 +137,12 @@ class QueuePredictor:
             batch.id, wire.encode(rows, wire.ROWS), rows.shape[1], batch.model,
             self._reply_queue, max(batch.deadline - time.monotonic(), 0.1), len(rows))
         try:
-            self._producer_for(self._publisher).publish(
+            self._the_producer().publish(
                 message.body, exchange="", routing_key=queue,
                 content_type=protocol.CONTENT_TYPE, content_encoding=protocol.CONTENT_ENCODING,
                 headers=message.headers, **message.properties,
                 # The queue exists before any worker does, so early batches wait in it.
-                declare=[KombuQueue(queue, durable=True, routing_key=queue)],
+                declare=[task_queue(queue)],
                 # Transient: confirmed once queued, not after a disk sync (~100 ms here). A
                 # request outliving a broker restart would have nobody left to answer to.
                 delivery_mode=1,
@@ -158,10 +158,10 @@ class QueuePredictor:
             return
         metrics.BATCH_ROWS.observe(len(rows))
 
-    def _producer_for(self, connection: Connection) -> Producer:
+    def _the_producer(self) -> Producer:
         """The batcher thread's producer (kombu revives its channel after a reconnect)."""
         if self._producer is None:
-            self._producer = connection.Producer()
+            self._producer = self._publisher.Producer()
         return self._producer
 
     def _finish(self, batch_id: str, outcome: object) -> None:

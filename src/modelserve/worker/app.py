@@ -13,7 +13,8 @@ from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.worker.protocol import PREDICT_TASK
 
-__all__ = ["PREDICT_TASK", "broker_connection", "make_celery", "queue_for", "worker_queues"]
+__all__ = ["PREDICT_TASK", "broker_connection", "make_celery", "queue_for", "task_queue",
+           "worker_queues"]
 TLS_SCHEME = "amqps"
 
 
@@ -54,6 +55,11 @@ def queue_for(settings: Settings, model: str) -> str:
     return f"{settings.queue}.{model}" if model in settings.own_queue_models else settings.queue
 
 
+def task_queue(name: str) -> Queue:
+    """A prediction queue as workers and the web app declare it (alike, or the broker refuses)."""
+    return Queue(name, durable=True, routing_key=name)
+
+
 def broker_connection(settings: Settings, **options) -> Connection:
     """A kombu connection to the settings' broker, over TLS for an amqps:// URL."""
     return Connection(settings.broker_url, ssl=broker_tls(settings), **options)
@@ -67,8 +73,7 @@ def worker_queues(settings: Settings, models: tuple[str, ...] = ()) -> list[str]
 
 def celery_config(settings: Settings, models: tuple[str, ...] = ()) -> dict:
     """Celery settings that make the queue path safe (nothing lost, nothing hangs)."""
-    queues = [Queue(name, durable=True, routing_key=name)
-              for name in worker_queues(settings, models)]
+    queues = [task_queue(name) for name in worker_queues(settings, models)]
     return {
         "broker_url": settings.broker_url,
         "broker_use_ssl": broker_tls(settings),
