@@ -30,7 +30,7 @@ class _Group(click.Group):
         """The command of that name, its module imported now."""
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module = importlib.import_module(f"modelserve.commands.{COMMANDS[cmd_name]}")
-            self.add_command(getattr(module, cmd_name.replace("-", "_")), cmd_name)
+            self.add_command(getattr(module, cmd_name), cmd_name)
         return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
