@@ -2,8 +2,8 @@
 hosts started by name, and the production and development hosts booted from user-data.
 
 A plugin (tests/conftest.py lists it), not a conftest: tests outside tests/hosts (the sandbox's
-systemd test) share the session's hosts instead of importing copies of these fixtures, which
-would make a second network and remove the first one's hosts.
+systemd test) share the session's network, key and mirror instead of importing copies of these
+fixtures, which would make a second network and remove the first one's hosts.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 What a cloud VM does with `modelserve cloud user-data --role prod`: cloud-init makes the
 accounts, installs modelserve from the wheel mirror, fetches the dataset and starts the stack
 under systemd. The times printed are the contextualization time the issue asks for (the
-hosts boot at once, sharing the machine: tests/hosts/booting.py). The production host is the
-session's (tests/hosts/fixtures.py): the sandbox's systemd test uses it too.
+hosts boot at once, sharing the machine: tests/hosts/booting.py, once per session:
+tests/hosts/fixtures.py).
 """
 
 from __future__ import annotations
