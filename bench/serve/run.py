@@ -47,6 +47,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import floor
+
 from modelserve.config import Settings
 from modelserve.stack.ports import port_is_free
 from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
@@ -365,6 +367,7 @@ class Context:
     model: Path
     procs: Processes
     ready_timeout: float
+    broker_url: str = ""  # the last full stack's broker, for the round-trip floor
 
 
 def launch_modelserve(ctx: Context, inline: bool, web_processes: int = 1,
@@ -380,7 +383,16 @@ def launch_modelserve(ctx: Context, inline: bool, web_processes: int = 1,
     entry = ctx.procs.start(name, argv, ctx.env, REPO)
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/v2/health/ready", entry, ctx.procs, ctx.ready_timeout)
+    if not inline:
+        ctx.broker_url = stack_broker_url(ctx.env, int(argv[argv.index("--broker-port") + 1]))
     return base, " ".join(["modelserve", *argv[1:]]), entry
+
+
+def stack_broker_url(env: dict[str, str], port: int) -> str:
+    """The URL of the private broker `modelserve up` started (its generated credentials)."""
+    home = Path(env["MODELSERVE_HOME"])
+    credentials = json.loads((home / "broker" / "credentials.json").read_text())
+    return f"amqp://{credentials['user']}:{credentials['password']}@127.0.0.1:{port}//"
 
 
 def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1) -> tuple[str, str]:
@@ -674,6 +686,10 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
+        if name == "full" and ctx.broker_url:
+            result["floor"] = floor.round_trips(ctx.broker_url, ROW)
+            print(f"   broker round trip alone: p50 {result['floor']['p50_ms']:.2f} ms, "
+                  f"p99 {result['floor']['p99_ms']:.2f} ms", flush=True)
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
         result["error"] = f"{type(error).__name__}: {error}"
         print(f"   FAILED: {error}", flush=True)
@@ -810,6 +826,10 @@ def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: 
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
+        if name == "full" and ctx.broker_url:
+            result["floor"] = floor.round_trips(ctx.broker_url, ROW)
+            print(f"   broker round trip alone: p50 {result['floor']['p50_ms']:.2f} ms, "
+                  f"p99 {result['floor']['p99_ms']:.2f} ms", flush=True)
         result["load_after"] = os.getloadavg()[0]
         result["memory"] = stack_memory(entry.process.pid)
         print(f"   workers' RSS {format_memory(result['memory'])}", flush=True)
@@ -1043,7 +1063,8 @@ def machine(venv: Path) -> dict:
     cpu = next((line.split(":", 1)[1].strip()
                 for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    ours = ["modelserve", "tensorflow-cpu", "keras", "numpy", "flask", "gunicorn", "celery"]
+    ours = ["modelserve", "tensorflow-cpu", "keras", "numpy", "flask", "gunicorn", "uvicorn",
+            "aio-pika", "celery"]
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -1108,6 +1129,7 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         "same JSON body and answer a fixed-shape JSON (the row count, one dummy score per row) "
         "with no model: the HTTP layer's own limit. Their check is that they counted one row.",
         *counting_lines(args),
+        *floor_lines(results),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",
@@ -1122,6 +1144,18 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         for r in failures:
             lines += [f"{r['label']}:", "", "```", r["error"], "```", ""]
     return lines
+
+
+def floor_lines(results: list[dict]) -> list[str]:
+    """The broker round trip measured beside the full stack, if it was."""
+    found = next((r["floor"] for r in results if "floor" in r), None)
+    if found is None:
+        return []
+    return [f"- The broker round trip alone, beside the full stack's cells (bench/serve/"
+            f"floor.py: {found['count']} one-row task messages published one at a time with "
+            "confirms to the stack's RabbitMQ, answered by its Celery workers; no HTTP): "
+            f"p50 {found['p50_ms']:.2f} ms, p99 {found['p99_ms']:.2f} ms. No 1-connection "
+            "p50 through the broker can be below it."]
 
 
 def write_results(lines: list[str], results: list[dict], info: dict, model: dict,

@@ -44,9 +44,9 @@ def https(method: str, url: str, context: ssl.SSLContext, body: dict | None = No
     try:
         with urllib.request.urlopen(request, timeout=timeout,  # noqa: S310
                                     context=context) as answer:
-            return Response(answer.status, dict(answer.headers), answer.read())
+            return Response(answer.status, answer.headers, answer.read())
     except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read())
+        return Response(error.code, error.headers, error.read())
 
 
 def wait_http(url: str, context: ssl.SSLContext, seconds: float = 120) -> Response:

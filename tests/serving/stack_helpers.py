@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import Message
 from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,7 +38,7 @@ class Response:
     """What a test needs of an HTTP answer."""
 
     status: int
-    headers: dict[str, str]
+    headers: Message  # names are case-insensitive: servers may send them in lower case
     body: bytes
 
     def json(self):
@@ -54,9 +55,9 @@ def http(method: str, url: str, body: bytes | None = None, content_type: str | N
         request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            return Response(answer.status, dict(answer.headers), answer.read())
+            return Response(answer.status, answer.headers, answer.read())
     except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read())
+        return Response(error.code, error.headers, error.read())
 
 
 @contextmanager

@@ -328,9 +328,9 @@ class FormClient:
             request.add_header("Content-Type", content_type)
         try:
             with self.opener.open(request, timeout=timeout) as answer:
-                return Response(answer.status, dict(answer.headers), answer.read())
+                return Response(answer.status, answer.headers, answer.read())
         except urllib.error.HTTPError as error:
-            return Response(error.code, dict(error.headers), error.read())
+            return Response(error.code, error.headers, error.read())
 
     def post(self, path: str, body: bytes, content_type: str) -> Response:
         """POST a body."""

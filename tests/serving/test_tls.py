@@ -50,7 +50,7 @@ def https(port: int, context: ssl.SSLContext, method: str = "GET", path: str = "
         connection.request(method, path, body=data,
                            headers={"Content-Type": "application/json"} if data else {})
         answer = connection.getresponse()
-        return answer.status, dict(answer.headers), answer.read()
+        return answer.status, answer.headers, answer.read()
     finally:
         connection.close()
 

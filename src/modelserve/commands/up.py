@@ -64,7 +64,8 @@ def _server_tls(options: dict) -> ServerTLS | None:
 @click.option("--web-processes", type=click.IntRange(1, 64), default=DEFAULTS.web_processes,
               show_default=True)
 @click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
-              show_default=True)
+              show_default=True,
+              help="Threads per web process for the pages (predictions run on its event loop).")
 @click.option("--broker-port", type=click.IntRange(1024, 45535), default=DEFAULTS.broker_port,
               show_default=True,
               help="Port of the private RabbitMQ node (its Erlang ports: +19000, +20000).")
@@ -150,7 +151,8 @@ def worker(settings: Settings, name: str, model_list: str, loglevel: str) -> Non
 @click.option("--web-processes", type=click.IntRange(1, 64), default=DEFAULTS.web_processes,
               show_default=True)
 @click.option("--web-threads", type=click.IntRange(1, 1024), default=DEFAULTS.web_threads,
-              show_default=True)
+              show_default=True,
+              help="Threads per web process for the pages (predictions run on its event loop).")
 @tls_options
 @click.pass_obj
 def web(settings: Settings, host: str, port: int, web_processes: int, web_threads: int,

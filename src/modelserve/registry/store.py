@@ -138,13 +138,15 @@ class Registry:
 
     def active_version(self) -> str | None:
         """Return the version the active link names, or None when nothing is active."""
+        # Strings, not Paths: every prediction asks this (twice), and pathlib costs more
+        # than the readlink itself.
         try:
-            target = Path(os.readlink(self.root / ACTIVE_LINK))
+            target = os.readlink(os.path.join(self.root, ACTIVE_LINK))
         except OSError:  # no link yet (or not a link at all): nothing is being served
             return None
-        if len(target.parts) == 2 and target.parts[0] == "versions":
-            if _VERSION_RE.fullmatch(target.parts[1]):
-                return target.parts[1]
+        parts = target.split("/")
+        if len(parts) == 2 and parts[0] == "versions" and _VERSION_RE.fullmatch(parts[1]):
+            return parts[1]
         return None
 
     def active_dir(self) -> Path | None:

@@ -208,15 +208,16 @@ class Stack:
 
 def gunicorn_argv(host: str, port: int, processes: int, threads: int,
                   inline: bool = False, tls: ServerTLS | None = None) -> list[str]:
-    """The command line serving the web app under gunicorn's threaded workers."""
-    # gunicorn serves HTTPS itself (TLS 1.2+, Python's default server ciphers); a plain-HTTP
-    # client on that port fails the handshake and gets no answer.
+    """The command line serving the web app: gunicorn managing uvicorn event-loop workers
+    (the hot path on the loop; the pages in `threads` threads per process)."""
+    # gunicorn hands its TLS options to the worker (TLS 1.2+, Python's default server
+    # ciphers); a plain-HTTP client on that port fails the handshake and gets no answer.
     https = ["--certfile", str(tls.cert), "--keyfile", str(tls.key)] if tls else []
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-            "--worker-class", "gthread", "--workers", str(processes),
-            "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
+            "--worker-class", "modelserve.web.serve.Worker", "--workers", str(processes),
+            "--graceful-timeout", "5", "--timeout", "60",
             "--keep-alive", "5", "--log-level", "warning", "--error-logfile", "-", *https,
-            f"modelserve.web:create_app(inline={inline})"]
+            f"modelserve.web.asgi:create_asgi_app(inline={inline}, threads={threads})"]
 
 
 def check_broker(settings: Settings, timeout: float = 3.0) -> None:

@@ -8,26 +8,24 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from modelserve import __version__
-from modelserve.errors import UserError
 from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
-from modelserve.web import csrf, inference, metrics, openapi, service
+from modelserve.web import answering, csrf, inference, metrics, openapi, service
 from modelserve.web.app_service import ModelView
-from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
-from modelserve.web.predictors import Prediction, Unavailable
+from modelserve.web.parsing import BadRequest
 
 blueprint = Blueprint("api", __name__)
 
 
-def _json_body(transport: inference.Transport | None = None) -> Any:
-    """Read the request body as JSON within the configured size limit (v2: its own media rules)."""
-    limit = service().settings.max_body_bytes
-    request.max_content_length = limit
-    body = request.get_data(cache=False)  # an oversized body is a 413 before anything else
-    if transport is None:
-        return parse_json(body, request.content_type, limit)
-    inference.check_transport(transport)
-    return parse_json(body, JSON_TYPES[0], limit)
+def _json_body(transport: inference.Transport) -> Any:
+    """Read an Open Inference Protocol body as JSON within the configured size limit."""
+    return answering.v2_payload(_body(), transport, service().settings.max_body_bytes)
+
+
+def _body() -> bytes:
+    """The request body within the configured size limit (larger: a 413 before reading)."""
+    request.max_content_length = service().settings.max_body_bytes
+    return request.get_data(cache=False)
 
 
 @blueprint.post("/api/v1/predict")
@@ -44,11 +42,8 @@ def predict_model(name: str):
 
 def _predict_with(view: ModelView):
     """One /api/v1 prediction with a model: the rows read against its features."""
-    rows = rows_from_v1(_json_body(), view.features(), view.settings.max_request_rows)
-    prediction = view.predict(rows)
-    output = _answering_spec(view, prediction).output
-    return jsonify(model=view.name, model_version=prediction.version, worker=prediction.worker,
-                   **answers.v1_answer(output, prediction.outputs, prediction.labels))
+    rows = answering.v1_rows(view, _body(), request.content_type)
+    return jsonify(answering.v1_answer(view, view.predict(rows)))
 
 
 @blueprint.get("/v2")
@@ -125,21 +120,9 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
-    view, spec = _served_spec(name, version)
-    offered = inference.datatypes(answers.tensors(spec.output))
-    call = inference.parse_infer_request(_json_body(_transport()), spec.feature_names,
-                                         offered, view.settings.max_request_rows)
-    prediction = view.predict(call.rows)
-    output = _answering_spec(view, prediction).output
-    tensors = answers.tensors(output)
-    if not set(call.outputs) <= {tensor.name for tensor in tensors}:
-        raise Unavailable(_SWITCHED)  # a switch to a model of another task, mid-request
-    data = answers.tensor_data(output, prediction.outputs, prediction.labels)
-    answer = {"model_name": name, "model_version": prediction.version,
-              "outputs": inference.output_tensors(call, data, tensors)}
-    if call.id is not None:
-        answer["id"] = call.id
-    return jsonify(answer)
+    view, spec = answering.served_spec(service(), name, version)
+    call = answering.infer_call(view, spec, _json_body(_transport()))
+    return jsonify(answering.infer_answer(name, view, call, view.predict(call.rows)))
 
 
 @blueprint.get("/openapi.json")
@@ -174,32 +157,7 @@ def _transport() -> inference.Transport:
 
 def _served_spec(name: str, version: str | None) -> tuple[ModelView, ModelSpec]:
     """A served model and its live spec, if `version` (when given) is its live version."""
-    view = service().served_model(name)
-    spec = view.active_spec()
-    if spec is None:
-        raise BadRequest(f"model {name!r}: no version of it is active", 404)
-    if version is not None and version != spec.version:
-        raise BadRequest(f"version {version!r} is not the live version of {name!r}; only "
-                         f"{spec.version} is served", 404)
-    return view, spec
-
-
-_SWITCHED = "the live model changed while the request was scored; send it again"
-
-
-def _answering_spec(view: ModelView, prediction: Prediction) -> ModelSpec:
-    """The spec of the version that computed a prediction: while workers switch, maybe not
-    the active one, and its outputs are read by its own task."""
-    active = view.active_spec()
-    spec = active if active is not None and active.version == prediction.version else None
-    if spec is None:
-        try:
-            spec = view.registry.get(prediction.version).spec
-        except UserError:  # not a registered version: the active one is all there is
-            spec = active
-    if spec is None or prediction.outputs.shape[1:] != (spec.output.width,):
-        raise Unavailable(_SWITCHED)
-    return spec
+    return answering.served_spec(service(), name, version)
 
 
 def _public(status: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -74,8 +75,18 @@ class ModelView:
     def predict(self, rows: np.ndarray) -> Prediction:
         """Score rows with this model within the request deadline."""
         prediction = self._predictor().predict(rows, self.settings.request_timeout, self.name)
-        metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(len(rows))
-        self._traffic[self.name] += len(rows)
+        return self._counted(prediction, len(rows))
+
+    async def predict_async(self, rows: np.ndarray) -> Prediction:
+        """The same on the web process's event loop (the hot path)."""
+        prediction = await self._predictor().predict_async(rows, self.settings.request_timeout,
+                                                           self.name)
+        return self._counted(prediction, len(rows))
+
+    def _counted(self, prediction: Prediction, rows: int) -> Prediction:
+        """Count a prediction's rows for /metrics and the pages."""
+        metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(rows)
+        self._traffic[self.name] += rows
         return prediction
 
     def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
@@ -144,12 +155,17 @@ class Service:
 
     @property
     def predictor(self) -> Predictor:
-        """Create the predictor on first use, i.e. in the serving process, after any fork."""
+        """Create the predictor on first use, i.e. in the serving process, after any fork
+        (with a loop thread of its own, unless start() gave it the server's loop first)."""
+        return self.start(None)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None) -> Predictor:
+        """The predictor, made on the server's event loop if there is one (ASGI start-up)."""
         if self._predictor is None:
             with self._lock:  # concurrent first requests must share one predictor
                 if self._predictor is None:
                     kind = InlinePredictor if self._inline else QueuePredictor
-                    self._predictor = kind(self.settings)
+                    self._predictor = kind(self.settings, loop)
         return self._predictor
 
     def model(self, name: str) -> ModelView:
@@ -219,9 +235,14 @@ class Service:
         return ", ".join(sorted(self.served())) or "none yet"
 
     def close(self) -> None:
-        """Stop the predictor's threads."""
+        """Stop the predictor (from a thread other than its loop's)."""
         if self._predictor is not None:
             self._predictor.close()
+
+    async def aclose(self) -> None:
+        """Stop the predictor, on the server's event loop (ASGI shutdown)."""
+        if self._predictor is not None:
+            await self._predictor.aclose()
 
 
 def _file_stamps(directory: Path) -> tuple:

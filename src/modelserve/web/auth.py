@@ -133,7 +133,7 @@ def _install_login(app: Flask, store: TokenStore) -> None:
 
     @manager.user_loader
     def from_session(record_id: str) -> TokenUser | None:
-        record = _lookup(lambda: store.by_id(record_id))
+        record = lookup(lambda: store.by_id(record_id))
         return TokenUser(record) if record else None
 
     @manager.request_loader
@@ -141,14 +141,14 @@ def _install_login(app: Flask, store: TokenStore) -> None:
         kind, _, token = req.headers.get("Authorization", "").partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             return None
-        record = _lookup(lambda: store.find(token.strip()))
+        record = lookup(lambda: store.find(token.strip()))
         if record is None:
             g.auth_problem = f"the token is not valid (unknown, revoked or expired): {HOW_TO}"
             return None
         return TokenUser(record)
 
 
-def _lookup(find) -> TokenRecord | None:
+def lookup(find) -> TokenRecord | None:
     """Run a store lookup; a damaged store refuses every token (and says so in the log)."""
     try:
         return find()
@@ -226,7 +226,7 @@ def login():
     if request.method == "GET":
         return render_template("login.html", next=target, problem=None)
     _mode, store = current_app.extensions["modelserve_auth"]
-    record = _lookup(lambda: store.find(request.form.get("token", "").strip()))
+    record = lookup(lambda: store.find(request.form.get("token", "").strip()))
     if record is None:
         return render_template("login.html", next=target,
                                problem="that token is not valid (unknown, revoked or expired)"), 401

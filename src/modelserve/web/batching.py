@@ -10,6 +10,8 @@ drive time without sleeping.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -66,13 +68,14 @@ class Limits:
 
 @dataclass(eq=False)
 class Request:
-    """One caller's rows for one model, and the future the caller waits on until its deadline."""
+    """One caller's rows for one model, and the future the caller waits on until its deadline
+    (an asyncio one on the predictor's loop; a thread-safe one elsewhere, e.g. in tests)."""
 
     model: str
     rows: np.ndarray
     arrived: float
     timeout: float
-    future: Future[Prediction] = field(default_factory=Future)
+    future: Future[Prediction] | asyncio.Future[Prediction] = field(default_factory=Future)
 
     @property
     def deadline(self) -> float:
@@ -89,12 +92,14 @@ class Request:
 
     def settle(self, outcome: Prediction | UserError) -> None:
         """Complete the caller's future once (a late duplicate is ignored)."""
+        if self.future.done():
+            return
         try:
             if isinstance(outcome, UserError):
                 self.future.set_exception(outcome)
             else:
                 self.future.set_result(outcome)
-        except InvalidStateError:
+        except (InvalidStateError, asyncio.InvalidStateError):
             pass
 
 
@@ -111,7 +116,7 @@ class Batch:
         """Rows of all its requests."""
         return sum(len(request.rows) for request in self.requests)
 
-    @property
+    @functools.cached_property
     def deadline(self) -> float:
         """When its last caller stops waiting: after that, an answer has nobody to go to."""
         return max(request.deadline for request in self.requests)

@@ -87,14 +87,18 @@ def install(app: Flask, secret: bytes, exempt_prefixes: tuple[str, ...]) -> None
 
 
 def from_this_origin() -> bool:
-    """What the browser says of the request's origin: Sec-Fetch-Site, else Origin, else trust."""
-    site = request.headers.get("Sec-Fetch-Site")
+    """Whether the Flask request comes from this site's own pages (same_origin)."""
+    return same_origin(request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"),
+                       request.host)
+
+
+def same_origin(site: str | None, origin: str | None, host: str) -> bool:
+    """What the browser says of a request's origin: Sec-Fetch-Site, else Origin, else trust."""
     if site is not None:
         return site in TRUSTED_SITES
-    origin = request.headers.get("Origin")
     if origin is None or origin == "null":  # not a browser, or an old one: the token decides
         return origin is None
-    return urlsplit(origin).netloc == request.host
+    return urlsplit(origin).netloc == host
 
 
 def _token(secret: bytes) -> str:

@@ -1,22 +1,31 @@
 """How the web app gets predictions: through RabbitMQ and the workers, or in-process.
 
-QueuePredictor is safe with many waiting threads, unlike Celery's rpc:// backend: one thread
-publishes, one thread owns the reply queue, and each waiter has its own future keyed by a
-correlation id. Rows of requests for one model that arrive together travel as one message
-(one model call) to that model's queue; web/batching.py decides what goes together.
+QueuePredictor lives on one asyncio event loop: the server's own in a web process, so that
+a waiting request is a coroutine, not a thread; a loop thread of its own for synchronous
+callers (the Flask pages, tests). One connection carries the batches (publisher confirms,
+awaited per batch, so several are in flight at once) and this process's reply queue; each
+waiter has its own future keyed by the batch's correlation id. Rows of requests for one
+model that arrive together travel as one message (one model call) to that model's queue;
+web/batching.py decides what goes together.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import ssl
 import threading
 import time
 import uuid
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import numpy as np
-from kombu import Consumer, Producer
-from kombu import Queue as KombuQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from modelserve.config import Settings
 from modelserve.errors import UserError
@@ -33,7 +42,7 @@ from modelserve.web.batching import (
 )
 from modelserve.worker import protocol, wire
 from modelserve.worker.active import NoActiveModel, ServedModels
-from modelserve.worker.app import broker_connection, queue_for, task_queue
+from modelserve.worker.app import broker_connection, broker_tls, queue_for
 
 # The predictor interface's types live with the batching; callers import them from here.
 __all__ = ["DeadlineExceeded", "InlinePredictor", "Prediction", "QueuePredictor", "Unavailable"]
@@ -41,14 +50,17 @@ __all__ = ["DeadlineExceeded", "InlinePredictor", "Prediction", "QueuePredictor"
 log = logging.getLogger(__name__)
 # How long a request waits for the broker connection (only matters just after start-up).
 CONNECT_GRACE_SECONDS = 0.5
-ONE_IMMEDIATE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0,
-                       "interval_max": 0}
+RECONNECT_SECONDS = 0.5
+HEARTBEAT_SECONDS = 10
+# The batcher's longest sleep with nothing due: keeps close() prompt.
+IDLE_WAKE_SECONDS = 0.5
+BROKER_AWAY = "the message broker is not reachable"
 
 
 class InlinePredictor:
     """Score in the web process itself: the in-process ceiling, and a no-broker mode."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None):
         self._served = ServedModels(Catalog.of(settings), settings.max_loaded_models)
 
     def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
@@ -59,6 +71,10 @@ class InlinePredictor:
             raise Unavailable(str(error)) from None
         return Prediction(scores.outputs, scores.labels, scores.version, "in-process")
 
+    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+        """The same on the event loop (the model call is short: it runs on the loop)."""
+        return self.predict(rows, timeout, model)
+
     def status(self, model: str | None = None) -> dict:
         """Readiness: a model is loaded (one process serves every model)."""
         return {"broker": "none (in-process)", "workers": 1, "queue_depth": 0}
@@ -66,162 +82,197 @@ class InlinePredictor:
     def close(self) -> None:
         """Nothing to release."""
 
-
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 class QueuePredictor:
     """Batch rows across requests per model, send them to that model's queue, route each
-    answer to its caller."""
+    answer to its caller; all on one event loop."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None):
         self._settings = settings
-        # Used by the batcher thread only: one connection, publisher confirms on.
-        self._publisher = broker_connection(settings, connect_timeout=2, heartbeat=0,
-                                            transport_options={"confirm_publish": True})
-        self._producer: Producer | None = None
         self._reply_queue = f"modelserve.reply.{uuid.uuid4().hex}"
         self._batcher = Batcher(Limits.of(settings), clock=time.monotonic)
-        # Guards the batcher; notified on every change the batcher thread may act on.
-        self._changed = threading.Condition()
-        self._connected = threading.Event()
-        self._stopping = threading.Event()
         self._status_cache: dict[str, tuple[float, dict]] = {}  # by queue
-        self._threads = [
-            threading.Thread(target=self._consume_replies, name="replies", daemon=True),
-            threading.Thread(target=self._send_batches, name="batcher", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread: threading.Thread | None = None
+        if loop is None:  # synchronous callers only: the loop runs in a thread of ours
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=loop.run_forever, name="predictor",
+                                            daemon=True)
+            self._thread.start()
+        self._loop = loop
+        self._tls = broker_context(settings)
+        # Touched on the loop only (asyncio's primitives are not thread-safe).
+        self._changed = asyncio.Event()  # the batcher may have something to do
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self._channel: AbstractChannel | None = None
+        self._declared: set[str] = set()  # queues declared on the current connection
+        self._main = self._on_loop(self._run())
+
+    def _on_loop(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Future:
+        """Run a coroutine on the predictor's loop, from that loop or from any thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            return self._loop.create_task(coroutine)
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop),
+                                   loop=self._loop)
 
     # -- callers' side ---------------------------------------------------------------------
 
-    def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
         """Queue rows for the next batch of a model ("": the default one) and wait for their
-        answer until the deadline."""
-        if not self._connected.wait(min(timeout, CONNECT_GRACE_SECONDS)):
-            raise Unavailable("the message broker is not reachable")
+        answer until the deadline (on the predictor's loop)."""
+        if not self._connected.is_set():
+            try:
+                await asyncio.wait_for(self._connected.wait(), min(timeout, CONNECT_GRACE_SECONDS))
+            except TimeoutError:
+                raise Unavailable(BROKER_AWAY) from None
+        answer: asyncio.Future[Prediction] = self._loop.create_future()
         request = Request(model=model or self._settings.model_name, rows=rows,
-                          arrived=time.monotonic(), timeout=timeout)
-        with self._changed:
-            self._batcher.add(request)
-            self._changed.notify()
+                          arrived=time.monotonic(), timeout=timeout, future=answer)
+        self._batcher.add(request)
+        self._changed.set()
         try:
-            return request.future.result(timeout)
-        except FutureTimeout:
+            # shield: a timeout leaves the future to the batcher, which settles it as late.
+            return await asyncio.wait_for(asyncio.shield(answer), timeout)
+        except TimeoutError:
             raise request.late() from None
 
-    # -- the batcher thread ----------------------------------------------------------------
+    def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+        """The same from a thread other than the loop's (the Flask pages)."""
+        future = asyncio.run_coroutine_threadsafe(self.predict_async(rows, timeout, model),
+                                                  self._loop)
+        # predict_async settles by the deadline; the margin only covers a stalled loop.
+        return future.result(timeout + 5)
 
-    def _send_batches(self) -> None:
+    # -- on the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Keep the connection and send batches until close()."""
+        sender = asyncio.ensure_future(self._send_batches())
+        try:
+            while not self._stopping:
+                await self._connect_and_serve()
+                if not self._stopping:
+                    await asyncio.sleep(RECONNECT_SECONDS)
+        finally:
+            sender.cancel()
+
+    async def _connect_and_serve(self) -> None:
+        """Connect, own the reply queue and let batches out until the connection drops; then
+        fail every batch in flight (their replies would go to a queue that is gone)."""
+        connection: AbstractConnection | None = None
+        try:
+            connection = await aio_pika.connect(
+                _with_heartbeat(self._settings.broker_url), ssl_context=self._tls, timeout=2)
+            # The connection or the channel closing (the broker away, a channel error) ends
+            # this connection's life: everything starts again on a new one.
+            lost = asyncio.Event()
+            connection.close_callbacks.add(lambda *_: lost.set())
+            channel = await connection.channel(publisher_confirms=True)
+            channel.close_callbacks.add(lambda *_: lost.set())
+            queue = await channel.declare_queue(self._reply_queue, exclusive=True,
+                                                auto_delete=True, durable=False)
+            await queue.consume(self._on_reply, no_ack=True)
+            self._channel, self._declared = channel, set()
+            self._connected.set()
+            self._changed.set()
+            await lost.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any connection failure: fail fast, then reconnect
+            if not self._stopping:
+                log.warning("broker connection lost: %s", error)
+        finally:
+            self._connected.clear()
+            self._channel = None
+            self._fail_inflight(Unavailable("the message broker connection was lost"))
+            if connection is not None and not connection.is_closed:
+                await asyncio.shield(connection.close())
+
+    async def _send_batches(self) -> None:
         """Publish each batch the batcher lets out; time out those nobody waits for any more."""
-        while not self._stopping.is_set():
-            with self._changed:
-                expired = self._batcher.expire()
-                batch = self._batcher.take()
-                if batch is None and not expired:
-                    # Waiting while every slot is busy is what lets requests pile up into
-                    # bigger batches. The cap keeps close() prompt.
-                    wait = self._batcher.wait_time()
-                    self._changed.wait(0.5 if wait is None else min(wait, 0.5))
-            for late in expired:
+        while True:
+            for late in self._batcher.expire():
                 log.warning("batch %s got no answer before its deadline", late.id)
                 late.time_out()
-            if batch is not None:
-                self._publish(batch)
+            while (batch := self._batcher.take()) is not None:
+                asyncio.ensure_future(self._publish(batch))
+            # Waiting while every slot is busy is what lets requests pile up into bigger
+            # batches; a finished batch or a new request wakes the loop at once.
+            wait = self._batcher.wait_time()
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(),
+                                       IDLE_WAKE_SECONDS if wait is None
+                                       else min(wait, IDLE_WAKE_SECONDS))
+            except TimeoutError:
+                pass
 
-    def _publish(self, batch: Batch) -> None:
+    async def _publish(self, batch: Batch) -> None:
         """Send one batch to its model's queue; on failure answer its callers at once with 503."""
         rows = batch.rows()
         queue = queue_for(self._settings, batch.model)
         message = protocol.predict_message(
             batch.id, wire.encode(rows, wire.ROWS), rows.shape[1], batch.model,
             self._reply_queue, max(batch.deadline - time.monotonic(), 0.1), len(rows))
+        channel = self._channel
         try:
-            self._the_producer().publish(
-                message.body, exchange="", routing_key=queue,
-                content_type=protocol.CONTENT_TYPE, content_encoding=protocol.CONTENT_ENCODING,
-                headers=message.headers, **message.properties,
-                # The queue exists before any worker does, so early batches wait in it.
-                declare=[task_queue(queue)],
-                # Transient: confirmed once queued, not after a disk sync (~100 ms here). A
-                # request outliving a broker restart would have nobody left to answer to.
-                delivery_mode=1,
-                # A connection from before a broker restart fails on first use while the
-                # broker is back: one immediate retry on a new connection. If the broker is
-                # really away, that fails at once too.
-                retry=True, retry_policy=ONE_IMMEDIATE_RETRY,
-            )
-        except Exception as error:  # kombu raises many types when the broker is away
+            if channel is None:
+                raise ConnectionError("not connected")
+            if queue not in self._declared:
+                # The queue exists before any worker does, so early batches wait in it; it
+                # is declared as the workers declare it (task_queue), or the broker refuses.
+                await channel.declare_queue(queue, durable=True)
+                self._declared.add(queue)
+            # The confirm is awaited here, per batch: other batches go out meanwhile.
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    message.body, headers=message.headers,
+                    content_type=protocol.CONTENT_TYPE,
+                    content_encoding=protocol.CONTENT_ENCODING,
+                    # Transient: confirmed once queued, not after a disk sync (~100 ms here).
+                    # A request outliving a broker restart would have nobody to answer to.
+                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                    **message.properties),
+                routing_key=queue, mandatory=False)
+        except Exception as error:  # aio-pika raises many types when the broker is away
             log.warning("publishing a batch failed: %s", error)
-            self._producer = None  # the next batch starts from a fresh channel
-            self._finish(batch.id, Unavailable("the message broker is not reachable"))
+            self._finish(batch.id, Unavailable(BROKER_AWAY))
             return
         metrics.BATCH_ROWS.observe(len(rows))
 
-    def _the_producer(self) -> Producer:
-        """The batcher thread's producer (kombu revives its channel after a reconnect)."""
-        if self._producer is None:
-            self._producer = self._publisher.Producer()
-        return self._producer
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        """Route one answer to the batch it belongs to."""
+        try:
+            body: object = json.loads(message.body)
+        except ValueError as error:
+            body = error
+        self._finish(message.correlation_id or "", body)
 
     def _finish(self, batch_id: str, outcome: object) -> None:
         """Hand a batch's answer (or failure) to each of its callers; its slot is free."""
-        with self._changed:
-            batch = self._batcher.finish(batch_id)
-            self._changed.notify()
+        batch = self._batcher.finish(batch_id)
+        self._changed.set()
         if batch is None:
             return  # a duplicate answer (redelivered task) or one after the deadline
         if isinstance(outcome, UserError):
             batch.fail(outcome)
+        elif isinstance(outcome, ValueError):
+            batch.fail(Unavailable(f"a worker sent an unreadable answer ({outcome})"))
         else:
             batch.answer(outcome)
 
-    # -- the reply thread ------------------------------------------------------------------
-
-    def _consume_replies(self) -> None:
-        """Own the reply queue: reconnect when the broker goes away, route every answer."""
-        while not self._stopping.is_set():
-            try:
-                self._consume_until_disconnected()
-            except Exception as error:  # any connection failure: fail fast, then reconnect
-                log.warning("reply connection lost: %s", error)
-            self._connected.clear()
-            self._fail_inflight(Unavailable("the message broker connection was lost"))
-            self._stopping.wait(0.5)
-
-    def _consume_until_disconnected(self) -> None:
-        """Declare this process's reply queue and dispatch answers until the connection drops."""
-        reply_queue = KombuQueue(
-            self._reply_queue, exclusive=True, auto_delete=True, durable=False
-        )
-        with broker_connection(self._settings, connect_timeout=2, heartbeat=10) as conn:
-            conn.ensure_connection(max_retries=1)
-            with Consumer(conn, [reply_queue], callbacks=[self._on_reply], no_ack=True,
-                          accept=["json"]):
-                self._connected.set()
-                next_heartbeat = 0.0
-                while not self._stopping.is_set():
-                    try:
-                        conn.drain_events(timeout=1.0)
-                    except TimeoutError:
-                        pass
-                    # This connection only receives, so the broker hears from us only through
-                    # heartbeats; under load drain_events never times out, so check here.
-                    if time.monotonic() >= next_heartbeat:
-                        conn.heartbeat_check()
-                        next_heartbeat = time.monotonic() + 1.0
-
-    def _on_reply(self, body: object, message) -> None:
-        """Route one answer to the batch it belongs to."""
-        self._finish(message.properties.get("correlation_id", ""), body)
-
     def _fail_inflight(self, error: UserError) -> None:
-        """Fail every batch in flight: their replies would go to a queue that is gone."""
-        with self._changed:
-            batches = self._batcher.abandon()
-            self._changed.notify()
-        for batch in batches:
+        """Fail every batch in flight."""
+        for batch in self._batcher.abandon():
             batch.fail(error)
+        self._changed.set()
 
     # -- status ------------------------------------------------------------------------------
 
@@ -245,11 +296,51 @@ class QueuePredictor:
         self._status_cache[queue] = (time.monotonic(), status)
         return status
 
+    async def aclose(self) -> None:
+        """Stop on the loop: no new connection, the current one closed, waiters answered."""
+        self._stopping = True
+        self._main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._main
+
     def close(self) -> None:
-        """Stop the threads (used by tests and at shutdown)."""
-        self._stopping.set()
-        with self._changed:
-            self._changed.notify()
-        for thread in self._threads:
-            thread.join(timeout=3)
-        self._publisher.release()
+        """Stop from another thread (tests, the Flask side); ends our own loop thread too."""
+        if self._loop.is_closed():
+            return
+        ending = self._finish_loop() if self._thread is not None else self.aclose()
+        try:
+            asyncio.run_coroutine_threadsafe(ending, self._loop).result(5)
+        except Exception as error:  # a loop already stopping: nothing left to close
+            log.debug("closing the predictor: %s", error)
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=3)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    async def _finish_loop(self) -> None:
+        """Close, then let every task of our own loop (aio-pika's too) end before it stops."""
+        await self.aclose()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+def broker_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of an amqps:// broker (the options broker_tls gives py-amqp)."""
+    options = broker_tls(settings)
+    if not isinstance(options, dict):
+        return None
+    context = ssl.create_default_context(cafile=options["ca_certs"])
+    context.minimum_version = options["tls_minimum_version"]
+    if options["certfile"]:
+        context.load_cert_chain(options["certfile"], options["keyfile"])
+    return context
+
+
+def _with_heartbeat(url: str) -> str:
+    """The broker URL asking for heartbeats: a dead peer is noticed within seconds."""
+    parts = urlsplit(url)
+    query = "&".join(filter(None, [parts.query, f"heartbeat={HEARTBEAT_SECONDS}"]))
+    return urlunsplit(parts._replace(query=query))
