@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,12 +52,20 @@ class Served:
     def __init__(self, settings: Settings):
         self.front = Front(create_app(settings, inline=True), threads=4)
         self.flask = create_app(settings, inline=True).test_client()
+        # A loop in a thread of its own: an earlier test of the session may have left one
+        # marked running in this thread (asyncio then refuses to run another here).
         self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine):
+        """Run a coroutine on the apps' loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
     def hot(self, path: str, body: bytes, headers: dict[str, str],
             peer: str = "127.0.0.1") -> tuple[int, dict[str, str], object]:
         """One POST through the ASGI app: status, headers, JSON body."""
-        return self.loop.run_until_complete(asgi_post(self.front, path, body, headers, peer))
+        return self.run(asgi_post(self.front, path, body, headers, peer))
 
     def flask_post(self, path: str, body: bytes, headers: dict[str, str],
                    peer: str = "127.0.0.1") -> tuple[int, dict[str, str], object]:
@@ -67,7 +76,9 @@ class Served:
 
     def close(self) -> None:
         """Stop both apps' predictors and the loop."""
-        self.loop.run_until_complete(self.front.flask.extensions["modelserve"].aclose())
+        self.run(self.front.flask.extensions["modelserve"].aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
         self.loop.close()
         self.flask.application.extensions["modelserve"].close()
 
