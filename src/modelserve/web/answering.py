@@ -6,6 +6,7 @@ web/api.py (Flask) and web/fast.py (the event loop) answer byte for byte alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
 from modelserve.web import inference
 from modelserve.web.app_service import ModelView, Service
+from modelserve.web.csrf import same_origin
 from modelserve.web.parsing import JSON_TYPES, BadRequest, parse_json, rows_from_v1
 from modelserve.web.predictors import Prediction, Unavailable
 
@@ -33,6 +35,16 @@ def v1_answer(view: ModelView, prediction: Prediction) -> dict[str, Any]:
     return {"model": view.name, "model_version": prediction.version,
             "worker": prediction.worker,
             **answers.v1_answer(output, prediction.outputs, prediction.labels)}
+
+
+def transport(header: Callable[[str], str | None]) -> inference.Transport:
+    """What a request's headers (looked up by name, any case) say of its body."""
+    return inference.Transport(
+        content_type=header("Content-Type"),
+        content_encoding=header("Content-Encoding"),
+        header_length=header(inference.HEADER_LENGTH),
+        cross_site=not same_origin(header("Sec-Fetch-Site"), header("Origin"),
+                                   header("Host") or ""))
 
 
 def v2_payload(body: bytes, transport: inference.Transport, limit: int) -> Any:

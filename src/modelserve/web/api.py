@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from modelserve import __version__
 from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
-from modelserve.web import answering, csrf, inference, metrics, openapi, service
+from modelserve.web import answering, inference, metrics, openapi, service
 from modelserve.web.app_service import ModelView
 from modelserve.web.parsing import BadRequest
 
@@ -120,7 +120,7 @@ def model_ready(name: str, version: str | None = None):
 @blueprint.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
-    view, spec = answering.served_spec(service(), name, version)
+    view, spec = _served_spec(name, version)
     call = answering.infer_call(view, spec, _json_body(_transport()))
     return jsonify(answering.infer_answer(name, view, call, view.predict(call.rows)))
 
@@ -148,11 +148,7 @@ def prometheus_metrics():
 
 def _transport() -> inference.Transport:
     """What the request's headers say of its body."""
-    return inference.Transport(
-        content_type=request.headers.get("Content-Type"),
-        content_encoding=request.headers.get("Content-Encoding"),
-        header_length=request.headers.get(inference.HEADER_LENGTH),
-        cross_site=not csrf.from_this_origin())
+    return answering.transport(request.headers.get)
 
 
 def _served_spec(name: str, version: str | None) -> tuple[ModelView, ModelSpec]:

@@ -138,14 +138,33 @@ def _install_login(app: Flask, store: TokenStore) -> None:
 
     @manager.request_loader
     def from_header(req: Request) -> TokenUser | None:
-        kind, _, token = req.headers.get("Authorization", "").partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            return None
-        record = lookup(lambda: store.find(token.strip()))
-        if record is None:
-            g.auth_problem = f"the token is not valid (unknown, revoked or expired): {HOW_TO}"
-            return None
-        return TokenUser(record)
+        record, problem = bearer_record(store, req.headers.get("Authorization"))
+        if problem:
+            g.auth_problem = problem
+        return TokenUser(record) if record else None
+
+
+def bearer_record(store: TokenStore,
+                  authorization: str | None) -> tuple[TokenRecord | None, str | None]:
+    """The usable record an `Authorization: Bearer` header names, else what is wrong with
+    the token (None: no Bearer credential at all)."""
+    kind, _, token = (authorization or "").partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        return None, None
+    record = lookup(lambda: store.find(token.strip()))
+    if record is None:
+        return None, f"the token is not valid (unknown, revoked or expired): {HOW_TO}"
+    return record, None
+
+
+def challenge(invalid_token: bool) -> str:
+    """The WWW-Authenticate value of a 401."""
+    return 'Bearer realm="modelserve"' + (', error="invalid_token"' if invalid_token else "")
+
+
+def too_many_requests(limit: object, whose: str, wait: int) -> str:
+    """The one line of a 429: the budget, whose it is, when to retry."""
+    return f"too many requests: at most {limit} for this {whose}; retry in {wait} s"
 
 
 def lookup(find) -> TokenRecord | None:
@@ -190,10 +209,8 @@ def _install_error_handlers(app: Flask) -> None:
     def unauthenticated(error: Unauthenticated):
         if request.method == "GET" and not wants_json():
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        challenge = 'Bearer realm="modelserve"'
-        if g.get("auth_problem"):
-            challenge += ', error="invalid_token"'
-        return error_response(401, str(error), {"WWW-Authenticate": challenge})
+        return error_response(401, str(error),
+                              {"WWW-Authenticate": challenge(bool(g.get("auth_problem")))})
 
     @app.errorhandler(MissingScope)
     def missing_scope(error: MissingScope):
@@ -203,10 +220,9 @@ def _install_error_handlers(app: Flask) -> None:
     def too_many(error: RateLimitExceeded):
         current = current_app.extensions["modelserve_limiter"].current_limit
         wait = max(1, math.ceil(current.window[0] - time.time())) if current else 1
-        return error_response(
-            429, f"too many requests: at most {error.description} for this "
-            f"{'token' if current_user.is_authenticated else 'address'}; retry in {wait} s",
-            {"Retry-After": str(wait)})
+        whose = "token" if current_user.is_authenticated else "address"
+        return error_response(429, too_many_requests(error.description, whose, wait),
+                              {"Retry-After": str(wait)})
 
 
 def _safe_next(target: str | None) -> str:

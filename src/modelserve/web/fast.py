@@ -23,13 +23,11 @@ import limits
 from flask import Flask
 
 from modelserve.auth import policy
-from modelserve.auth.tokens import TokenRecord
 from modelserve.registry.catalog import UnknownModel
 from modelserve.tls import HSTS
-from modelserve.web import DRAIN_LIMIT_BYTES, SECURITY_HEADERS, answering, inference, metrics
+from modelserve.web import DRAIN_LIMIT_BYTES, SECURITY_HEADERS, answering, metrics
 from modelserve.web.app_service import NotServed, Service
-from modelserve.web.auth import HOW_TO, SESSION_COOKIE, lookup
-from modelserve.web.csrf import same_origin
+from modelserve.web.auth import HOW_TO, SESSION_COOKIE, bearer_record, challenge, too_many_requests
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
 
@@ -39,7 +37,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 # Flask-Limiter counts application-wide limits under this scope name.
 LIMITER_SCOPE = "global"
-CHALLENGE = 'Bearer realm="modelserve"'
 
 
 @dataclass(frozen=True)
@@ -76,8 +73,8 @@ class Call:
     secure: bool
 
     def header(self, name: str) -> str | None:
-        """A request header by lower-case name."""
-        return self.headers.get(name)
+        """A request header by name, in any case."""
+        return self.headers.get(name.lower())
 
 
 def take(scope: Scope_) -> Call | None:
@@ -128,26 +125,15 @@ class Access:
     def check(self, call: Call) -> None:
         """Spend the caller's budget, then require a valid token if the mode wants one;
         Refused says why not."""
-        record, problem = self._credential(call.header("authorization"))
+        record, problem = bearer_record(self._store, call.header("authorization"))
         self._spend(f"token:{record.id}" if record else f"address:{call.peer}",
                     "token" if record else "address")
         if not policy.required_for_request(self._mode, call.peer):
             return
         if record is None:
-            challenge = CHALLENGE + (', error="invalid_token"' if problem else "")
             raise Refused(401, problem or f"authentication required: {HOW_TO}",
-                          {"WWW-Authenticate": challenge})
+                          {"WWW-Authenticate": challenge(bool(problem))})
         # Every scope allows predictions (auth.tokens.Scope.allows): no 403 here.
-
-    def _credential(self, authorization: str | None) -> tuple[TokenRecord | None, str | None]:
-        """The token record a Bearer header names, and what is wrong with it if none."""
-        kind, _, token = (authorization or "").partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            return None, None
-        record = lookup(lambda: self._store.find(token.strip()))
-        if record is None:
-            return None, f"the token is not valid (unknown, revoked or expired): {HOW_TO}"
-        return record, None
 
     def _spend(self, key: str, whose: str) -> None:
         """Count one request against the key's budget (Flask-Limiter's own counters)."""
@@ -158,8 +144,8 @@ class Access:
             return
         reset = strategy.get_window_stats(self._limit, key, LIMITER_SCOPE).reset_time
         wait = max(1, math.ceil(reset - time.time()))
-        raise Refused(429, f"too many requests: at most {self._limit} for this {whose}; "
-                           f"retry in {wait} s", {"Retry-After": str(wait)})
+        raise Refused(429, too_many_requests(self._limit, whose, wait),
+                      {"Retry-After": str(wait)})
 
 
 class HotPath:
@@ -219,7 +205,8 @@ class HotPath:
         name = call.params["name"]  # every v2 route names its model
         view, spec = answering.served_spec(self._service, name, call.params.get("version"))
         body = await self._body(call, receive)
-        payload = answering.v2_payload(body, _transport(call), self._settings.max_body_bytes)
+        payload = answering.v2_payload(body, answering.transport(call.header),
+                                       self._settings.max_body_bytes)
         request = answering.infer_call(view, spec, payload)
         prediction = await view.predict_async(request.rows)
         return answering.infer_answer(name, view, request, prediction)
@@ -258,16 +245,6 @@ async def _drain(receive: Receive, budget: int = DRAIN_LIMIT_BYTES) -> None:
             return
         budget -= len(message.get("body", b""))
         more = message.get("more_body", False)
-
-
-def _transport(call: Call) -> inference.Transport:
-    """What the request's headers say of its body (as api._transport reads them in Flask)."""
-    return inference.Transport(
-        content_type=call.header("content-type"),
-        content_encoding=call.header("content-encoding"),
-        header_length=call.header(inference.HEADER_LENGTH.lower()),
-        cross_site=not same_origin(call.header("sec-fetch-site"), call.header("origin"),
-                                   call.header("host") or ""))
 
 
 def _response_headers(extra: dict[str, str], length: int, secure: bool) -> list[tuple[bytes,

@@ -252,7 +252,7 @@ class QueuePredictor:
         try:
             body: object = json.loads(message.body)
         except ValueError as error:
-            body = error
+            body = Unavailable(f"a worker sent an unreadable answer ({error})")
         self._finish(message.correlation_id or "", body)
 
     def _finish(self, batch_id: str, outcome: object) -> None:
@@ -263,8 +263,6 @@ class QueuePredictor:
             return  # a duplicate answer (redelivered task) or one after the deadline
         if isinstance(outcome, UserError):
             batch.fail(outcome)
-        elif isinstance(outcome, ValueError):
-            batch.fail(Unavailable(f"a worker sent an unreadable answer ({outcome})"))
         else:
             batch.answer(outcome)
 
