@@ -687,9 +687,8 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
         if name == "full" and ctx.broker_url:
-            result["floor"] = floor.round_trips(ctx.broker_url, ROW)
-            print(f"   broker round trip alone: p50 {result['floor']['p50_ms']:.2f} ms, "
-                  f"p99 {result['floor']['p99_ms']:.2f} ms", flush=True)
+            result["floor"] = floor.measure(ctx.broker_url, ROW)
+            print(f"   {floor.describe(result['floor'])}", flush=True)
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
         result["error"] = f"{type(error).__name__}: {error}"
         print(f"   FAILED: {error}", flush=True)
@@ -827,9 +826,8 @@ def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: 
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
         if name == "full" and ctx.broker_url:
-            result["floor"] = floor.round_trips(ctx.broker_url, ROW)
-            print(f"   broker round trip alone: p50 {result['floor']['p50_ms']:.2f} ms, "
-                  f"p99 {result['floor']['p99_ms']:.2f} ms", flush=True)
+            result["floor"] = floor.measure(ctx.broker_url, ROW)
+            print(f"   {floor.describe(result['floor'])}", flush=True)
         result["load_after"] = os.getloadavg()[0]
         result["memory"] = stack_memory(entry.process.pid)
         print(f"   workers' RSS {format_memory(result['memory'])}", flush=True)
@@ -1151,11 +1149,15 @@ def floor_lines(results: list[dict]) -> list[str]:
     found = next((r["floor"] for r in results if "floor" in r), None)
     if found is None:
         return []
+    worker, echo = found["worker"], found["echo"]
     return [f"- The broker round trip alone, beside the full stack's cells (bench/serve/"
-            f"floor.py: {found['count']} one-row task messages published one at a time with "
+            f"floor.py: {worker['count']} one-row task messages published one at a time with "
             "confirms to the stack's RabbitMQ, answered by its Celery workers; no HTTP): "
-            f"p50 {found['p50_ms']:.2f} ms, p99 {found['p99_ms']:.2f} ms. No 1-connection "
-            "p50 through the broker can be below it."]
+            f"p50 {worker['p50_ms']:.2f} ms, p99 {worker['p99_ms']:.2f} ms. No 1-connection "
+            "p50 through the broker can be below it. The same messages answered by a bare kombu "
+            "consumer sending each body back (RabbitMQ's two hops, no Celery): "
+            f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms; the difference is the "
+            "Celery worker's."]
 
 
 def write_results(lines: list[str], results: list[dict], info: dict, model: dict,
