@@ -668,6 +668,13 @@ def measure_cell(base: str, connections: int, args: argparse.Namespace,
     return record
 
 
+def measure_floor(ctx: Context, result: dict) -> None:
+    """Beside the full stack's cells: the broker round trip alone, and RabbitMQ's share of it."""
+    if ctx.broker_url:
+        result["floor"] = floor.measure(ctx.broker_url, ROW)
+        print(f"   {floor.describe(result['floor'])}", flush=True)
+
+
 def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: float) -> dict:
     """Start one server, check its answer, measure every concurrency, stop it."""
     server = STARTERS[name]
@@ -686,9 +693,8 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
-        if name == "full" and ctx.broker_url:
-            result["floor"] = floor.measure(ctx.broker_url, ROW)
-            print(f"   {floor.describe(result['floor'])}", flush=True)
+        if name == "full":
+            measure_floor(ctx, result)
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
         result["error"] = f"{type(error).__name__}: {error}"
         print(f"   FAILED: {error}", flush=True)
@@ -825,9 +831,8 @@ def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: 
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
-        if name == "full" and ctx.broker_url:
-            result["floor"] = floor.measure(ctx.broker_url, ROW)
-            print(f"   {floor.describe(result['floor'])}", flush=True)
+        if name == "full":
+            measure_floor(ctx, result)
         result["load_after"] = os.getloadavg()[0]
         result["memory"] = stack_memory(entry.process.pid)
         print(f"   workers' RSS {format_memory(result['memory'])}", flush=True)
