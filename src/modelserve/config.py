@@ -49,6 +49,13 @@ class Settings:
     results_quota_bytes: int = 256 << 20
     result_lifetime_seconds: int = 3600
     request_timeout: float = 5.0
+    # The prediction log (inputs, answers, feedback): "on" or "off"; its SQLite file ("":
+    # log/predictions.sqlite under home); requests older than the retention are forgotten
+    # (0: kept for ever); answers waiting to be written past the buffer are dropped, counted.
+    prediction_log: str = "on"
+    prediction_log_path: str = ""
+    prediction_log_retention_hours: float = 168.0
+    prediction_log_buffer_bytes: int = 64 << 20
     retry_after_seconds: int = 2
 
     @property
@@ -70,6 +77,18 @@ class Settings:
     def own_queue_models(self) -> frozenset[str]:
         """The models named in MODELSERVE_OWN_QUEUES."""
         return frozenset(name.strip() for name in self.own_queues.split(",") if name.strip())
+
+    @property
+    def prediction_log_file(self) -> Path | None:
+        """The prediction log's SQLite file; None when the log is off."""
+        mode = self.prediction_log.strip().lower()
+        if mode not in ("on", "off"):
+            raise UserError(f"MODELSERVE_PREDICTION_LOG={self.prediction_log!r}: say on or off")
+        if mode == "off":
+            return None
+        if self.prediction_log_path:
+            return Path(self.prediction_log_path).expanduser()
+        return self.home / "log" / "predictions.sqlite"
 
     @property
     def results_dir(self) -> Path:

@@ -27,8 +27,8 @@ def test_predict_rows_as_lists_match_the_active_model(stack, dataset, versions, 
     assert body["labels"] == (want >= 0.5).astype(int).tolist()
     assert body["worker"].count(":") == 1  # host:pid of the worker that computed it
     # A binary model keeps its fields; task and its two class names come along.
-    assert set(body) == {"model", "model_version", "probabilities", "labels", "worker", "task",
-                         "classes"}
+    assert set(body) == {"model", "model_version", "prediction_id", "probabilities", "labels",
+                         "worker", "task", "classes"}
     assert body["model"] == "diabetes"  # the default model: the one a one-model home has
     assert body["task"] == "binary"
     assert body["classes"] == list(runtimes[production].spec.output.classes)

@@ -26,6 +26,7 @@ import tritonclient.http as triton
 from tiers import needs
 from tritonclient.utils import InferenceServerException
 
+from modelserve.predlog import ids
 from modelserve.stack.ports import wait_for_port
 from modelserve.stack.rabbitmq import BrokerNode
 from serving.auth_helpers import bearer, create_token
@@ -107,6 +108,7 @@ def test_infer_gives_the_json_apis_probabilities(client, stack, dataset, version
     assert difference <= 1e-6
     answer = result.get_response()
     assert answer["id"] == "tc-1" and answer["model_version"] == versions["production"]
+    assert ids.is_id(answer["parameters"]["prediction_id"])  # what feedback names
     assert [out["name"] for out in answer["outputs"]] == ["probability"]
     assert result.as_numpy("label") is None
     # Both outputs, in the order asked for, from the version named.

@@ -15,6 +15,7 @@ import schemathesis
 from modelserve.config import load_settings
 from modelserve.model import answers
 from modelserve.model.spec import Output, Task
+from modelserve.predlog import ids
 from modelserve.web import openapi
 from modelserve.web.inference import InferRequest, output_tensors, tensor_metadata
 
@@ -47,7 +48,7 @@ def validator(document: dict, schema: str) -> jsonschema_rs.Draft4Validator:
 def v1_body(output: Output, outputs: np.ndarray) -> dict:
     """What /api/v1/predict sends for these outputs."""
     labels = answers.labels_for(output, outputs)
-    return {"model_version": VERSION, "worker": "host:1",
+    return {"model_version": VERSION, "worker": "host:1", "prediction_id": ids.new_id(),
             **answers.v1_answer(output, outputs, labels)}
 
 
@@ -58,6 +59,7 @@ def infer_body(output: Output, outputs: np.ndarray) -> dict:
                         tuple(t.name for t in tensors))
     data = answers.tensor_data(output, outputs, answers.labels_for(output, outputs))
     return {"model_name": "diabetes", "model_version": VERSION,
+            "parameters": {"prediction_id": ids.new_id()},
             "outputs": output_tensors(call, data, tensors)}
 
 
@@ -97,5 +99,6 @@ def test_without_a_model_the_document_describes_a_binary_classifier(tmp_path):
     document = openapi.document(load_settings({"MODELSERVE_HOME": str(tmp_path)}))
     schemathesis.openapi.from_dict(document).validate()
     response = document["components"]["schemas"]["PredictResponse"]
-    assert response["required"] == ["model_version", "task", "probabilities", "labels",
+    assert response["required"] == ["model_version", "prediction_id", "task", "probabilities",
+                                     "labels",
                                     "classes", "worker"]

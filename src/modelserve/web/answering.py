@@ -33,7 +33,7 @@ def v1_answer(view: ModelView, prediction: Prediction) -> dict[str, Any]:
     """The /api/v1 answer to a prediction."""
     output = answering_spec(view, prediction).output
     return {"model": view.name, "model_version": prediction.version,
-            "worker": prediction.worker,
+            "prediction_id": prediction.id, "worker": prediction.worker,
             **answers.v1_answer(output, prediction.outputs, prediction.labels)}
 
 
@@ -68,7 +68,9 @@ def infer_answer(name: str, view: ModelView, call: inference.InferRequest,
     if not set(call.outputs) <= {tensor.name for tensor in tensors}:
         raise Unavailable(SWITCHED)  # a switch to a model of another task, mid-request
     data = answers.tensor_data(output, prediction.outputs, prediction.labels)
+    # The protocol's parameters carry our prediction id (feedback names it, and a row).
     answer: dict[str, Any] = {"model_name": name, "model_version": prediction.version,
+                              "parameters": {"prediction_id": prediction.id},
                               "outputs": inference.output_tensors(call, data, tensors)}
     if call.id is not None:
         answer["id"] = call.id

@@ -10,9 +10,10 @@ from flask import Blueprint, Response, jsonify, request
 from modelserve import __version__
 from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
-from modelserve.web import answering, inference, metrics, openapi, service
+from modelserve.predlog.feedback import read_items
+from modelserve.web import answering, evidence, inference, metrics, openapi, service
 from modelserve.web.app_service import ModelView
-from modelserve.web.parsing import BadRequest
+from modelserve.web.parsing import BadRequest, parse_json
 
 blueprint = Blueprint("api", __name__)
 
@@ -44,6 +45,32 @@ def _predict_with(view: ModelView):
     """One /api/v1 prediction with a model: the rows read against its features."""
     rows = answering.v1_rows(view, _body(), request.content_type)
     return jsonify(answering.v1_answer(view, view.predict(rows)))
+
+
+@blueprint.post("/api/v1/models/<name>/feedback")
+def feedback(name: str):
+    """Record the truth of answered rows: {"feedback": [{prediction_id, row, label|value}]}."""
+    app_service = service()
+    view = app_service.served_model(name)
+    payload = parse_json(_body(), request.content_type, app_service.settings.max_body_bytes)
+    with evidence.refusals():
+        truths = read_items(payload, evidence.output_of(view),
+                            app_service.settings.max_request_rows)
+    evidence.record(app_service, view, truths)
+    return jsonify(model=name, accepted=len(truths))
+
+
+@blueprint.get("/api/v1/models/<name>/live")
+def live_evidence(name: str):
+    """Each version's live figures (traffic, latency, errors, the metric on fed-back rows)."""
+    app_service = service()
+    view = app_service.served_model(name)
+    hours = request.args.get("hours", type=float, default=evidence.DEFAULT_WINDOW_HOURS)
+    if not hours or not 0 < hours <= 24 * 365:
+        raise BadRequest("hours must be a number of hours from 0 to 8760")
+    return jsonify(model=name, hours=hours,
+                   versions=[evidence.as_json(item)
+                             for item in evidence.evidence(app_service, view, hours)])
 
 
 @blueprint.get("/v2")

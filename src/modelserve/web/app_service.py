@@ -15,6 +15,10 @@ import numpy as np
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.model.spec import ModelSpec
+from modelserve.predlog import ids
+from modelserve.predlog.records import Answered, Role
+from modelserve.predlog.store import PredictionLog
+from modelserve.predlog.writer import LogWriter
 from modelserve.registry import Registry
 from modelserve.registry.catalog import Catalog
 from modelserve.web import metrics
@@ -35,11 +39,13 @@ class ModelView:
     """One model as the web app sees it: its registry (read-only), spec, data and answers."""
 
     def __init__(self, name: str, settings: Settings, registry: Registry,
-                 predictor: Callable[[], Predictor], traffic: Counter[str]):
+                 predictor: Callable[[], Predictor], traffic: Counter[str],
+                 log: Callable[[], LogWriter | None] = lambda: None):
         self.name = name
         self.settings = settings
         self.registry = registry
         self._predictor = predictor
+        self._log = log
         self._traffic = traffic
         self.data_dir = settings.model_data_dir(name)
         self.accuracy_book = AccuracyBook(settings, self.data_dir)  # per version, once
@@ -74,20 +80,47 @@ class ModelView:
 
     def predict(self, rows: np.ndarray) -> Prediction:
         """Score rows with this model within the request deadline."""
-        prediction = self._predictor().predict(rows, self.settings.request_timeout, self.name)
-        return self._counted(prediction, len(rows))
+        at, started = time.time(), time.perf_counter()
+        try:
+            prediction = self._predictor().predict(rows, self.settings.request_timeout,
+                                                   self.name)
+        except UserError as error:
+            self._log_failure(rows, at, started, error)
+            raise
+        return self._answered(prediction, rows, at, started)
 
     async def predict_async(self, rows: np.ndarray) -> Prediction:
         """The same on the web process's event loop (the hot path)."""
-        prediction = await self._predictor().predict_async(rows, self.settings.request_timeout,
-                                                           self.name)
-        return self._counted(prediction, len(rows))
+        at, started = time.time(), time.perf_counter()
+        try:
+            prediction = await self._predictor().predict_async(
+                rows, self.settings.request_timeout, self.name)
+        except UserError as error:
+            self._log_failure(rows, at, started, error)
+            raise
+        return self._answered(prediction, rows, at, started)
 
-    def _counted(self, prediction: Prediction, rows: int) -> Prediction:
-        """Count a prediction's rows for /metrics and the pages."""
-        metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(rows)
-        self._traffic[self.name] += rows
-        return prediction
+    def _answered(self, prediction: Prediction, rows: np.ndarray, at: float,
+                  started: float) -> Prediction:
+        """Give a prediction its id, log it (off the request path) and count its rows."""
+        answered = Prediction(prediction.outputs, prediction.labels, prediction.version,
+                              prediction.worker, ids.new_id(at))
+        log = self._log()
+        if log is not None:
+            log.put(Answered(answered.id, self.name, answered.version, Role.LIVE, at,
+                             time.perf_counter() - started, rows, answered.outputs))
+        metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(len(rows))
+        self._traffic[self.name] += len(rows)
+        return answered
+
+    def _log_failure(self, rows: np.ndarray, at: float, started: float,
+                     error: UserError) -> None:
+        """Log a request the live version did not answer (its error rate counts it)."""
+        log = self._log()
+        if log is not None:
+            log.put(Answered(ids.new_id(at), self.name, self.registry.active_version() or "",
+                             Role.LIVE, at, time.perf_counter() - started, rows, None,
+                             str(error) or type(error).__name__))
 
     def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
         """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
@@ -148,6 +181,7 @@ class Service:
         self.catalog = Catalog.of(settings)
         self._inline = inline
         self._predictor: Predictor | None = None
+        self._log: LogWriter | None = None
         self._lock = threading.Lock()
         self._views: dict[str, ModelView] = {}
         self._traffic: Counter[str] = Counter()
@@ -167,6 +201,24 @@ class Service:
                     kind = InlinePredictor if self._inline else QueuePredictor
                     self._predictor = kind(self.settings, loop)
         return self._predictor
+
+    @property
+    def prediction_log(self) -> PredictionLog | None:
+        """The prediction log's file (None when it is off), to read feedback and evidence."""
+        writer = self.log_writer()
+        return None if writer is None else writer.store
+
+    def log_writer(self) -> LogWriter | None:
+        """This process's writer of the prediction log, made on first use (after any fork)."""
+        if self._log is None and (path := self.settings.prediction_log_file) is not None:
+            with self._lock:
+                if self._log is None:
+                    self._log = LogWriter(
+                        PredictionLog(path),
+                        self.settings.prediction_log_retention_hours * 3600,
+                        self.settings.prediction_log_buffer_bytes,
+                        on_dropped=lambda count, _why: metrics.LOG_DROPPED.inc(count))
+        return self._log
 
     def model(self, name: str) -> ModelView:
         """The view of a model that has a registry here (UnknownModel, a 404, if none)."""
@@ -226,7 +278,8 @@ class Service:
 
     def _keep(self, name: str, registry: Registry) -> ModelView:
         """Make and cache a model's view, keeping the first one made if two requests raced."""
-        view = ModelView(name, self.settings, registry, lambda: self.predictor, self._traffic)
+        view = ModelView(name, self.settings, registry, lambda: self.predictor, self._traffic,
+                         self.log_writer)
         with self._lock:
             return self._views.setdefault(name, view)
 
@@ -235,14 +288,19 @@ class Service:
         return ", ".join(sorted(self.served())) or "none yet"
 
     def close(self) -> None:
-        """Stop the predictor (from a thread other than its loop's)."""
+        """Stop the predictor (from a thread other than its loop's), then write the log."""
         if self._predictor is not None:
             self._predictor.close()
+        if self._log is not None:
+            self._log.close()
 
     async def aclose(self) -> None:
-        """Stop the predictor, on the server's event loop (ASGI shutdown)."""
+        """Stop the predictor, on the server's event loop (ASGI shutdown), then write the
+        log (in a thread: its last batch may take the disk a moment)."""
         if self._predictor is not None:
             await self._predictor.aclose()
+        if self._log is not None:
+            await asyncio.to_thread(self._log.close)
 
 
 def _file_stamps(directory: Path) -> tuple:

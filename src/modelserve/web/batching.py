@@ -44,6 +44,7 @@ class Prediction:
     labels: np.ndarray  # class index per row; empty for a regression model
     version: str
     worker: str
+    id: str = ""  # the prediction id the web process gave the request (predlog.ids)
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -38,6 +38,11 @@ WORKERS = Gauge(
     "modelserve_workers", "Workers consuming the queue a model's batches go to.", ["model"],
     registry=REGISTRY,
 )
+LOG_DROPPED = Counter(
+    "modelserve_prediction_log_dropped",
+    "Answers not written to the prediction log (its buffer full, or the disk refusing).",
+    registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "modelserve_active_model", "1 for the version the registry says is active, by model.",
     ["model", "version"], registry=REGISTRY,

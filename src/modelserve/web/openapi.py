@@ -24,7 +24,9 @@ NO_MODEL = Output("output", Task.BINARY, ("0", "1"), 0.5)  # described until one
 EXAMPLE_ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 # The schemas that differ from model to model (features, task, outputs).
 PER_MODEL = ("PredictRequest", "PredictResponse", "InferInput", "InferOutput", "InferRequest",
-             "InferResponse")
+             "InferResponse", "FeedbackRequest")
+PREDICTION_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                 "description": "names this answer in feedback (with a row number)"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
 
 def _errors(*codes: int) -> dict:
     """Error responses, each a JSON {"error": "..."}; a 503 says when to retry."""
-    reasons = {400: "invalid request", 404: "unknown model or version",
+    reasons = {400: "invalid request", 404: "unknown model, version or prediction id",
+               409: "a row that already has feedback, or is given twice",
                413: "body or row count over the limit",
                415: "not JSON (or binary tensors, which are not supported)",
                503: "broker, workers or model unavailable; see Retry-After",
@@ -135,9 +138,10 @@ def _predict_response(output: Output) -> dict:
                              "description": "the predicted value per row"}}
     return {
         "type": "object",
-        "required": ["model_version", "task", *fields, "worker"],
+        "required": ["model_version", "prediction_id", "task", *fields, "worker"],
         "properties": {"model": {"type": "string", "description": "the model that answered"},
-                       "model_version": {"type": "string"}, "task": task, **fields,
+                       "model_version": {"type": "string"}, "prediction_id": PREDICTION_ID,
+                       "task": task, **fields,
                        "worker": {"type": "string", "description": "host:pid of the worker"}}}
 
 
@@ -205,7 +209,10 @@ def _schemas(settings: Settings, features: list[str], output: Output) -> dict:
             "type": "object", "required": ["model_name", "model_version", "outputs"],
             "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
                            "id": {"type": "string"},
+                           "parameters": {"type": "object", "required": ["prediction_id"],
+                                          "properties": {"prediction_id": PREDICTION_ID}},
                            "outputs": {"type": "array", "items": _ref("InferOutput")}}},
+        **_feedback_schemas(output),
         "ModelMetadata": {
             "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
             "properties": {"name": {"type": "string"},
@@ -215,6 +222,72 @@ def _schemas(settings: Settings, features: list[str], output: Output) -> dict:
                            "outputs": {"type": "array", "items": _ref("TensorMetadata")}}},
         "ModelReady": {"type": "object", "required": ["name", "ready"],
                        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+    }
+
+
+def _feedback_schemas(output: Output) -> dict:
+    """The feedback request and answer, and the live evidence per version."""
+    key = "value" if output.task is Task.REGRESSION else "label"
+    truth: dict = ({"type": "number"} if key == "value" else
+                   {"oneOf": [{"type": "string", "enum": list(output.classes)},
+                              {"type": "integer", "minimum": 0,
+                               "maximum": max(len(output.classes) - 1, 0)}]})
+    figure = {"type": "number", "nullable": True}
+    return {
+        "FeedbackRequest": {
+            "type": "object", "required": ["feedback"], "additionalProperties": False,
+            "properties": {"feedback": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["prediction_id", key],
+                "additionalProperties": False,
+                "properties": {"prediction_id": PREDICTION_ID,
+                               "row": {"type": "integer", "minimum": 0, "description":
+                                       "which row of the prediction (0 when absent)"},
+                               key: truth}}}}},
+        "FeedbackAccepted": {
+            "type": "object", "required": ["model", "accepted"],
+            "properties": {"model": {"type": "string"},
+                           "accepted": {"type": "integer", "minimum": 1}}},
+        "LiveEvidence": {
+            "type": "object", "required": ["model", "hours", "versions"],
+            "properties": {"model": {"type": "string"}, "hours": {"type": "number"},
+                           "versions": {"type": "array", "items": {
+                               "type": "object",
+                               "required": ["version", "role", "requests", "errors", "metric",
+                                            "labelled", "value", "held_out"],
+                               "properties": {
+                                   "version": {"type": "string"},
+                                   "role": {"type": "string",
+                                            "enum": ["live", "canary", "shadow"]},
+                                   "requests": {"type": "integer"},
+                                   "rows": {"type": "integer"},
+                                   "errors": {"type": "integer"},
+                                   "error_rate": {"type": "number"},
+                                   "latency_p50_ms": figure, "latency_p99_ms": figure,
+                                   "metric": {"type": "string"},
+                                   "labelled": {"type": "integer"},
+                                   "value": figure, "held_out": figure,
+                                   "over_time": {"type": "array", "items": {
+                                       "type": "object", "properties": {
+                                           "start": {"type": "number"},
+                                           "labelled": {"type": "integer"},
+                                           "value": figure}}}}}}}},
+    }
+
+
+def _feedback_paths(names: list[str], schema: str) -> dict:
+    """The feedback and live-evidence paths of every served model."""
+    name = _name_param(names)
+    hours = {"name": "hours", "in": "query", "required": False,
+             "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                        "maximum": 8760, "default": 24}}
+    return {
+        "/api/v1/models/{name}/feedback": {"post": _operation(
+            "Give the true label (or value) of answered rows, by prediction id and row",
+            _ok("FeedbackAccepted", "recorded"), 400, 404, 409, 413, 415,
+            body=f"{schema}FeedbackRequest", params=(name,))},
+        "/api/v1/models/{name}/live": {"get": _operation(
+            "Each version's live figures: traffic, latency, errors, the metric on fed-back rows",
+            _ok("LiveEvidence", "per version"), 400, 404, params=(name, hours))},
     }
 
 
@@ -359,6 +432,7 @@ def document(settings: Settings, features: list[str] | None = None,
             "Score rows with the named model", _ok(f"{prefix}PredictResponse", "its answer"),
             400, 404, 413, 415, 503, 504, body=f"{prefix}PredictRequest",
             example=_predict_example(features), params=(_name_param(names),))},
+        **_feedback_paths(names, prefix),
         **_v2_paths(names, versions, len(features), output, prefix),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",

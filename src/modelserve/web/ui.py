@@ -21,8 +21,9 @@ from modelserve.model.csvfile import output_columns, read_header, score_csv
 from modelserve.model.dataset import FLOAT32_MAX
 from modelserve.model.runtime import InputError, Scores
 from modelserve.model.spec import HEADLINE, METRIC_LABELS, TASK_METRICS, ModelSpec, Task
+from modelserve.predlog.feedback import read_csv, truth_key
 from modelserve.registry import VersionInfo
-from modelserve.web import charts, error_response, service
+from modelserve.web import charts, error_response, evidence, service
 from modelserve.web.app_service import ModelView
 from modelserve.web.evaluation import Measured, held_rows, rows_to_judge
 from modelserve.web.parsing import BadRequest
@@ -280,7 +281,31 @@ def download(result_id: str):
 @blueprint.get("/models/<name>/accuracy")
 def accuracy(name: str | None = None):
     """Every version's headline metric, and the live model's over time."""
+    return _accuracy_page(_view(name))
+
+
+@blueprint.post("/feedback/upload")
+@blueprint.post("/models/<name>/feedback/upload")
+def feedback_upload(name: str | None = None):
+    """Record the truth of answered rows from a CSV (prediction_id, row, label or value)."""
     view = _view(name)
+    upload_file = request.files.get("file")
+    if upload_file is None or not upload_file.filename:
+        raise BadRequest("choose a CSV file of feedback to upload")
+    try:
+        text = upload_file.read().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{upload_file.filename}: not UTF-8 text; save it as a UTF-8 CSV "
+                         "file") from None
+    with evidence.refusals():
+        truths = read_csv(text, evidence.output_of(view), view.settings.max_upload_rows)
+    evidence.record(service(), view, truths)
+    return _accuracy_page(view, f"{len(truths)} rows of feedback recorded from "
+                                f"{upload_file.filename}"), 201
+
+
+def _accuracy_page(view: ModelView, notice: str = ""):
+    """The metric page of a model: held-out figures, live figures, the timeline."""
     book = view.accuracy_book
     versions = view.registry.list_versions()
     measured = {info.version: book.headline(info) for info in versions}
@@ -289,10 +314,23 @@ def accuracy(name: str | None = None):
                    if e.get("action") in CHANGES_OF_LIVE_VERSION and e.get("version") in measured]
     line, scale = _timeline(activations, measured, metric)
     label = METRIC_LABELS.get(metric, metric)
+    on_live = None
+    if service().prediction_log is not None and view.active_spec() is not None:
+        try:
+            on_live = evidence.evidence(service(), view)
+        except Unavailable:  # the log unreadable now: the rest of the page still shows
+            on_live = None
     return render_template("accuracy.html", versions=versions, measured=measured, model=view.name,
                            activations=activations, metric=metric, labels=METRIC_LABELS,
                            title=label[:1].upper() + label[1:], line=line, scale=scale,
-                           chart=charts)
+                           chart=charts, on_live=on_live, notice=notice,
+                           truth_key=_truth_key(view))
+
+
+def _truth_key(view: ModelView) -> str:
+    """The feedback CSV's truth column for this model ("label" until one is active)."""
+    spec = view.active_spec()
+    return "label" if spec is None else truth_key(spec.output)
 
 
 def _page_metric(versions: list[VersionInfo]) -> str:
