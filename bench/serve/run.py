@@ -1,11 +1,12 @@
 """Serving benchmark: one model, one single-row JSON request, wrk at 1/16/64 connections.
 
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
-           [--connections 1,16,64] [--only full,full2,inline,inline2,echo-wsgi,echo-asgi,
-           bentoml,ray,mlserver,pytriton,original] [--timeout 5] [--many-models 1,3,10]
+           [--connections 1,16,64] [--only full,full2,full2-nolog,inline,inline2,echo-wsgi,
+           echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5] [--many-models 1,3,10]
            [--tag run2]
 
-Servers: `modelserve up` (the full stack, with one and with two web processes),
+Servers: `modelserve up` (the full stack, with one and with two web processes, and with two
+without the prediction log: what the log costs),
 `modelserve up --inline` (the same Flask app calling the model in-process, no queue; with two
 web processes it is the ceiling on this machine), two JSON echoes with no model (WSGI under
 `gunicorn -w 2` sync workers, bare ASGI under granian with 2 workers: the HTTP layer's own
@@ -71,8 +72,8 @@ V2_PATH = f"/v2/models/{V2_MODEL}/infer"
 V2_BODY = json.dumps({"inputs": [{"name": "rows", "shape": [1, len(ROW)], "datatype": "FP32",
                                   "data": ROW}]}).encode()
 TOLERANCE = 1e-4
-SERVERS = ("full", "full2", "inline", "inline2", "echo-wsgi", "echo-asgi", "bentoml", "ray",
-           "mlserver", "pytriton", "original")
+SERVERS = ("full", "full2", "full2-nolog", "inline", "inline2", "echo-wsgi", "echo-asgi",
+           "bentoml", "ray", "mlserver", "pytriton", "original")
 # Each peer's venv is bench/work/<peer>-venv, pinned by peers/<peer>-requirements.txt.
 PEER_VENVS = ("bentoml", "granian", "ray", "mlserver", "pytriton")
 PEER_PACKAGES = {"bentoml": ["bentoml", "tensorflow-cpu", "keras", "numpy"],
@@ -371,21 +372,24 @@ class Context:
 
 
 def launch_modelserve(ctx: Context, inline: bool, web_processes: int = 1,
-                      workers: int | None = None) -> tuple[str, str, Started]:
-    """Start `modelserve up` (full stack or --inline), wait for /v2/health/ready; return its
-    URL, its command line and the process (the root of the stack's process tree)."""
+                      workers: int | None = None, env: dict[str, str] | None = None
+                      ) -> tuple[str, str, Started]:
+    """Start `modelserve up` (full stack or --inline), with settings `env` on top of the
+    home's, wait for /v2/health/ready; return its URL, its command line and the process
+    (the root of the stack's process tree)."""
     port = free_port()
     argv = [str(ctx.venv / "bin" / "modelserve"), "up", "--port", str(port),
             "--web-processes", str(web_processes)]
     argv += ["--inline"] if inline else ["--broker-port", str(free_broker_port())]
     argv += ["--workers", str(workers)] if workers else []
     name = f"modelserve-{'inline' if inline else 'up'}-{web_processes}"
-    entry = ctx.procs.start(name, argv, ctx.env, REPO)
+    entry = ctx.procs.start(name, argv, {**ctx.env, **(env or {})}, REPO)
     base = f"http://127.0.0.1:{port}"
     wait_ready(base + "/v2/health/ready", entry, ctx.procs, ctx.ready_timeout)
     if not inline:
         ctx.broker_url = stack_broker_url(ctx.env, int(argv[argv.index("--broker-port") + 1]))
-    return base, " ".join(["modelserve", *argv[1:]]), entry
+    shown = [f"{key}={value}" for key, value in (env or {}).items()]
+    return base, " ".join([*shown, "modelserve", *argv[1:]]), entry
 
 
 def stack_broker_url(env: dict[str, str], port: int) -> str:
@@ -395,9 +399,10 @@ def stack_broker_url(env: dict[str, str], port: int) -> str:
     return f"amqp://{credentials['user']}:{credentials['password']}@127.0.0.1:{port}//"
 
 
-def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1) -> tuple[str, str]:
+def start_modelserve(ctx: Context, inline: bool, web_processes: int = 1,
+                     env: dict[str, str] | None = None) -> tuple[str, str]:
     """Start `modelserve up` (full stack or --inline) and wait for /v2/health/ready."""
-    base, settings, _ = launch_modelserve(ctx, inline, web_processes)
+    base, settings, _ = launch_modelserve(ctx, inline, web_processes, env=env)
     return base, settings
 
 
@@ -595,10 +600,14 @@ class Server:
     endpoint: Endpoint = JSON_API
 
 
+LOG_OFF = {"MODELSERVE_PREDICTION_LOG": "off"}
 STARTERS: dict[str, Server] = {
     "full": Server("modelserve up (full stack)", lambda ctx: start_modelserve(ctx, inline=False)),
     "full2": Server("modelserve up, 2 web processes",
                     lambda ctx: start_modelserve(ctx, inline=False, web_processes=2)),
+    "full2-nolog": Server("modelserve up, 2 web processes, prediction log off",
+                          lambda ctx: start_modelserve(ctx, inline=False, web_processes=2,
+                                                       env=LOG_OFF)),
     "inline": Server("modelserve up --inline (in-process)",
                      lambda ctx: start_modelserve(ctx, inline=True)),
     "inline2": Server("modelserve up --inline, 2 web processes (ceiling)",
@@ -1133,6 +1142,7 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         "with no model: the HTTP layer's own limit. Their check is that they counted one row.",
         *counting_lines(args),
         *floor_lines(results),
+        *log_cost_lines(results, args.connections),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",
@@ -1163,6 +1173,27 @@ def floor_lines(results: list[dict]) -> list[str]:
             "consumer sending each body back (RabbitMQ's two hops, no Celery): "
             f"p50 {echo['p50_ms']:.2f} ms, p99 {echo['p99_ms']:.2f} ms; the difference is the "
             "Celery worker's."]
+
+
+def log_cost_lines(results: list[dict], connections: list[int]) -> list[str]:
+    """What the prediction log costs: the 2-web-process stack with it (the default) against
+    the same stack without it, in this run (goal: <= 10% throughput)."""
+    by_name = {r["name"]: r for r in results}
+    on, off = by_name.get("full2"), by_name.get("full2-nolog")
+    if on is None or off is None or "error" in on or "error" in off:
+        return []
+    parts = []
+    for count in connections:
+        with_log, without = on["cells"].get(count), off["cells"].get(count)
+        if with_log and without and without["rps"]:
+            cost = 1 - with_log["rps"] / without["rps"]
+            parts.append(f"{count} conn: {with_log['rps']:,.0f} vs {without['rps']:,.0f} req/s "
+                         f"(cost {cost:+.1%}, p99 {format_ms(with_log['p99_ms'])} vs "
+                         f"{format_ms(without['p99_ms'])} ms, goal <= 10%: "
+                         f"{'met' if cost <= 0.10 else 'not met'})")
+    return ["- The prediction log's cost (the 2-web-process stack, log on as by default, "
+            "against the same stack with MODELSERVE_PREDICTION_LOG=off): " + "; ".join(parts)
+            + "."] if parts else []
 
 
 def write_results(lines: list[str], results: list[dict], info: dict, model: dict,
