@@ -66,17 +66,30 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset) -
     return out
 
 
-@pytest.fixture(scope="session")
-def legacy_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, shared_data: Path):
-    """The production seed model as a bundle with its checked plan (shared: read-only)."""
+def _seed_bundle(out: Path, dataset: Dataset, shared_data: Path, seed_name: str) -> Path:
+    """A seed model imported as a bundle with its checked plan."""
     from modelserve.model.check import check_bundle
     from modelserve.model.legacy import import_legacy
 
-    seed = shared_data / "seed-model" / "production"
-    out = tmp_path_factory.mktemp("legacy") / "bundle"
+    seed = shared_data / "seed-model" / seed_name
     import_legacy(seed / "model.json", seed / "model.h5", dataset, out)
     check_bundle(out, plan_out=out / "plan.npz")  # as the registry does: scoring needs no Keras
     return out
+
+
+@pytest.fixture(scope="session")
+def legacy_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset, shared_data: Path):
+    """The production seed model as a bundle with its checked plan (shared: read-only)."""
+    return _seed_bundle(tmp_path_factory.mktemp("legacy") / "bundle", dataset, shared_data,
+                        "production")
+
+
+@pytest.fixture(scope="session")
+def development_bundle(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset,
+                       shared_data: Path):
+    """The development seed model (another version of the same task), checked (read-only)."""
+    return _seed_bundle(tmp_path_factory.mktemp("development") / "bundle", dataset,
+                        shared_data, "development")
 
 
 @pytest.fixture(scope="session")

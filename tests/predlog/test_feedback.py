@@ -29,6 +29,16 @@ def test_ids_carry_their_time_and_are_unique():
     assert not ids.is_id("0" * 31) and not ids.is_id("G" * 32) and not ids.is_id(5)
 
 
+def test_only_ids_of_the_last_moment_are_waited_for():
+    """An id made 0.5 s ago waits out its settling time; an old one, or one dated in the
+    future (up to the year 10889 the 12 digits reach), is not waited for at all."""
+    now = 1_700_000_000.0
+    assert ids.wait_for(ids.new_id(now - 0.5), now, 1.4) == pytest.approx(0.9, abs=0.002)
+    assert ids.wait_for(ids.new_id(now - 60), now, 1.4) == 0
+    for future in ("02" + "0" * 30, "f" * 32, ids.new_id(now + 5)):
+        assert ids.wait_for(future, now, 1.4) == 0
+
+
 def test_labels_by_name_or_index_values_by_number():
     """A classifier takes a class name or its index; a regression takes a finite number."""
     items = [{"prediction_id": PID, "label": "yes"}, {"prediction_id": PID, "row": 1,

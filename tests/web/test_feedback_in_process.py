@@ -99,6 +99,10 @@ def test_bad_feedback_is_a_clear_4xx(client, dataset):
         ({"feedback": [{"prediction_id": pid, "row": 1, "label": 0}] * 2}, 409, "twice"),
         ({"feedback": [{"prediction_id": pid, "row": 2, "label": 0}]}, 400, "no row 2"),
         ({"rows": []}, 400, "send {"),
+        # Ids dated in the future (far, or past the year 9999) are unknown, not waited for.
+        ({"feedback": [{"prediction_id": "02" + "0" * 30, "label": 0}]}, 404, "unknown"),
+        ({"feedback": [{"prediction_id": "b04d2f6c175a" + "0" * 20, "label": 0}]}, 404,
+         "unknown"),
     ]
     for body, status, words in cases:
         answer = client.post(FEEDBACK, json=body)
@@ -106,7 +110,10 @@ def test_bad_feedback_is_a_clear_4xx(client, dataset):
         assert words in answer.get_json()["error"], answer.get_json()
     assert client.post("/api/v1/models/nosuch/feedback", json=cases[0][0]).status_code == 404
     assert client.post(FEEDBACK, data=b"{}", content_type="text/plain").status_code == 415
-    assert client.get(f"{LIVE}?hours=-1").status_code == 400
+    for hours in ("-1", "null", "nan", "inf", "1e400", "8761", "1&hours=2"):
+        refused = client.get(f"{LIVE}?hours={hours}")
+        assert refused.status_code == 400 and "hours must be" in refused.get_json()["error"]
+    assert client.get(f"{LIVE}?hours=0.5").get_json()["hours"] == 0.5
     # Nothing of the refused requests was kept: row 1 still takes its one truth.
     assert client.post(FEEDBACK, json={"feedback": [{"prediction_id": pid, "row": 1,
                                                      "label": 0}]}).status_code == 200

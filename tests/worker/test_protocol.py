@@ -56,3 +56,19 @@ def test_the_worker_side_reads_the_arguments_and_expiry(app: Celery):
     assert request.expires == datetime(2026, 12, 1, 12, 0, 1, tzinfo=UTC)
     assert request.id == "b2" and request.reply_to == "r" and request.correlation_id == "b2"
     assert request.argsrepr == "[<1 rows>]"
+
+
+def test_a_candidate_s_batch_names_its_version(app: Celery):
+    """A rollout's batch carries version= as Celery would; a live one carries none."""
+    from celery.worker.request import Request
+    from kombu.message import Message
+
+    ours = protocol.predict_message("b3", "QUJD", 8, "diabetes", "r", 1.0, 1, now=NOW,
+                                    version="c8f1d232f130")
+    message = Message(body=ours.body, headers=ours.headers,
+                      properties={**ours.properties, "delivery_info": {}},
+                      content_type=protocol.CONTENT_TYPE,
+                      content_encoding=protocol.CONTENT_ENCODING)
+    request = Request(message, app=app, task=app.tasks[protocol.PREDICT_TASK])
+    assert request.kwargs == {"model": "diabetes", "version": "c8f1d232f130"}
+    assert "c8f1d232f130" in ours.headers["kwargsrepr"]

@@ -74,7 +74,7 @@ def test_a_worker_answers_a_bad_message_with_an_error_not_a_crash(active, datase
 class _BrokenModel:
     """An active model whose loading fails in a way nobody planned for."""
 
-    def current(self, name):
+    def current(self, name, version=""):
         raise RuntimeError("zipfile exploded")
 
 

@@ -27,3 +27,11 @@ def is_id(text: object) -> bool:
 def minted_at(prediction_id: str) -> float:
     """When an id was made, in seconds since the epoch."""
     return int(prediction_id[:12], 16) / 1000
+
+
+def wait_for(prediction_id: str, now: float, settle: float) -> float:
+    """How long to wait for an id the log does not have yet: the rest of its settling time if
+    it was made in the last `settle` seconds, else 0. An id dated in the future was not made
+    here (clocks are not that far apart), so it is not waited for either."""
+    age = now - minted_at(prediction_id)
+    return settle - age if 0 <= age < settle else 0.0

@@ -65,9 +65,7 @@ def live_evidence(name: str):
     """Each version's live figures (traffic, latency, errors, the metric on fed-back rows)."""
     app_service = service()
     view = app_service.served_model(name)
-    hours = request.args.get("hours", type=float, default=evidence.DEFAULT_WINDOW_HOURS)
-    if not hours or not 0 < hours <= 24 * 365:
-        raise BadRequest("hours must be a number of hours from 0 to 8760")
+    hours = evidence.read_hours(request.args.getlist("hours"))
     return jsonify(model=name, hours=hours,
                    versions=[evidence.as_json(item)
                              for item in evidence.evidence(app_service, view, hours)])

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 LOG_OFF = ("this server keeps no prediction log (MODELSERVE_PREDICTION_LOG=off): there are no "
            "answers to give feedback on")
 DEFAULT_WINDOW_HOURS = 24.0
+MAX_WINDOW_HOURS = 24 * 365.0
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,30 @@ def _rows_of(store: PredictionLog, model: str, wanted: list[str]) -> dict[str, i
     """The rows of each id the log has; ids younger than the log's settling time that are not
     there yet (another process's writer has them) are waited for, that long at most."""
     known = store.rows_of(model, wanted)
-    young = [pid for pid in wanted if pid not in known
-             and time.time() - ids.minted_at(pid) < SETTLE_SECONDS]
+    now = time.time()
+    waits = {pid: ids.wait_for(pid, now, SETTLE_SECONDS) for pid in wanted if pid not in known}
+    young = [pid for pid, wait in waits.items() if wait > 0]
     if young:
-        time.sleep(max(ids.minted_at(pid) for pid in young) + SETTLE_SECONDS - time.time())
+        time.sleep(min(max(waits.values()), SETTLE_SECONDS))
         known.update(store.rows_of(model, young))
     return known
+
+
+def read_hours(given: list[str]) -> float:
+    """The window of ?hours= (once at most): a number of hours above 0, up to a year."""
+    if not given:
+        return DEFAULT_WINDOW_HOURS
+    refusal = BadRequest(f"hours must be given once, as a number of hours above 0 and up to "
+                         f"{MAX_WINDOW_HOURS:.0f}")
+    if len(given) > 1:
+        raise refusal
+    try:
+        hours = float(given[0])
+    except ValueError:
+        raise refusal from None
+    if not 0 < hours <= MAX_WINDOW_HOURS:  # also refuses nan
+        raise refusal
+    return hours
 
 
 def evidence(service: Service, view: ModelView, hours: float = DEFAULT_WINDOW_HOURS

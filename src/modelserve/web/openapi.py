@@ -25,6 +25,8 @@ EXAMPLE_ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
 # The schemas that differ from model to model (features, task, outputs).
 PER_MODEL = ("PredictRequest", "PredictResponse", "InferInput", "InferOutput", "InferRequest",
              "InferResponse", "FeedbackRequest")
+FEEDBACK_OPERATION = "giveFeedback"
+EXAMPLE_ID = "0192f1c3a4b5c6d7e8f90a1b2c3d4e5f"  # a well-formed id; only real answers' ids count
 PREDICTION_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
                  "description": "names this answer in feedback (with a row number)"}
 
@@ -227,7 +229,7 @@ def _schemas(settings: Settings, features: list[str], output: Output) -> dict:
 
 def _feedback_schemas(output: Output) -> dict:
     """The feedback request and answer, and the live evidence per version."""
-    key = "value" if output.task is Task.REGRESSION else "label"
+    key = _truth_key(output)
     truth: dict = ({"type": "number"} if key == "value" else
                    {"oneOf": [{"type": "string", "enum": list(output.classes)},
                               {"type": "integer", "minimum": 0,
@@ -274,7 +276,26 @@ def _feedback_schemas(output: Output) -> dict:
     }
 
 
-def _feedback_paths(names: list[str], schema: str) -> dict:
+def _truth_key(output: Output) -> str:
+    """The feedback field that holds the truth: a value for regression, else a label."""
+    return "value" if output.task is Task.REGRESSION else "label"
+
+
+def _feedback_item(output: Output, prediction_id: str) -> dict:
+    """One feedback item: the answer's id, its first row, a truth of the task's kind."""
+    truth: float | str = 0.0 if output.task is Task.REGRESSION else output.classes[0]
+    return {"prediction_id": prediction_id, "row": 0, _truth_key(output): truth}
+
+
+def _feedback_link(output: Output) -> dict:
+    """The link from an answer to feedback on it: the way to a prediction id the log knows."""
+    return {"GiveFeedback": {
+        "operationId": FEEDBACK_OPERATION, "parameters": {"path.name": "$request.path.name"},
+        "requestBody": {"feedback": [_feedback_item(output, "$response.body#/prediction_id")]},
+        "description": "the truth of the answer's first row"}}
+
+
+def _feedback_paths(names: list[str], schema: str, output: Output) -> dict:
     """The feedback and live-evidence paths of every served model."""
     name = _name_param(names)
     hours = {"name": "hours", "in": "query", "required": False,
@@ -284,22 +305,26 @@ def _feedback_paths(names: list[str], schema: str) -> dict:
         "/api/v1/models/{name}/feedback": {"post": _operation(
             "Give the true label (or value) of answered rows, by prediction id and row",
             _ok("FeedbackAccepted", "recorded"), 400, 404, 409, 413, 415,
-            body=f"{schema}FeedbackRequest", params=(name,))},
+            body=f"{schema}FeedbackRequest", params=(name,), operation_id=FEEDBACK_OPERATION,
+            example={"feedback": [_feedback_item(output, EXAMPLE_ID)]})},
         "/api/v1/models/{name}/live": {"get": _operation(
             "Each version's live figures: traffic, latency, errors, the metric on fed-back rows",
             _ok("LiveEvidence", "per version"), 400, 404, params=(name, hours))},
     }
 
 
-def _ok(schema: str, text: str) -> dict:
-    """A 200 answer with a JSON body of a component schema."""
-    return {"description": text, **_json(_ref(schema))}
+def _ok(schema: str, text: str, links: dict | None = None) -> dict:
+    """A 200 answer with a JSON body of a component schema (and links to other operations)."""
+    return {"description": text, **_json(_ref(schema)), **({"links": links} if links else {})}
 
 
 def _operation(summary: str, ok: dict, *errors: int, body: str | None = None,
-               example: object = None, params: tuple[dict, ...] = ()) -> dict:
+               example: object = None, params: tuple[dict, ...] = (),
+               operation_id: str | None = None) -> dict:
     """One operation with its 200 answer and its error answers."""
     operation: dict = {"summary": summary, "responses": {"200": ok, **_errors(*errors)}}
+    if operation_id:
+        operation["operationId"] = operation_id
     if body:
         operation["requestBody"] = {"required": True, **_json(_ref(body), example)}
     if params:
@@ -429,10 +454,11 @@ def document(settings: Settings, features: list[str] | None = None,
             400, 413, 415, 503, 504, body="PredictRequest",
             example=_predict_example(features))},
         "/api/v1/models/{name}/predict": {"post": _operation(
-            "Score rows with the named model", _ok(f"{prefix}PredictResponse", "its answer"),
+            "Score rows with the named model",
+            _ok(f"{prefix}PredictResponse", "its answer", links=_feedback_link(output)),
             400, 404, 413, 415, 503, 504, body=f"{prefix}PredictRequest",
             example=_predict_example(features), params=(_name_param(names),))},
-        **_feedback_paths(names, prefix),
+        **_feedback_paths(names, prefix, output),
         **_v2_paths(names, versions, len(features), output, prefix),
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
             "description": "text exposition format",

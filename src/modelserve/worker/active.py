@@ -93,17 +93,48 @@ class ServedModels:
     A model is loaded on its first batch and dropped, least recently used first, when one
     more would exceed the capacity (its memory goes with its last reference). Each model
     follows its own active link, as ActiveModel does.
+
+    A batch may also name a version other than the active one: a rollout's candidate (in
+    shadow or as a canary). Such pinned versions are kept apart, as many as `capacity`, the
+    least recently used dropped first: a candidate never takes the place of a live model.
     """
 
     def __init__(self, catalog: Catalog, capacity: int):
         self._catalog = catalog
         self._capacity = max(capacity, 1)
         self._loaded: OrderedDict[str, ActiveModel] = OrderedDict()
+        self._pinned: OrderedDict[tuple[str, str], ModelRuntime] = OrderedDict()
         self._lock = threading.Lock()
 
-    def current(self, name: str) -> ModelRuntime:
-        """Return the runtime of a model's active version, loading the model if need be."""
-        return self._model(name or self._catalog.default_name).current()
+    def current(self, name: str, version: str = "") -> ModelRuntime:
+        """Return the runtime of a model's active version (or of the version named), loading
+        it if need be."""
+        name = name or self._catalog.default_name
+        active = self._model(name).current()
+        if not version or version == active.version:
+            return active
+        return self._pinned_version(name, version)
+
+    def _pinned_version(self, name: str, version: str) -> ModelRuntime:
+        """The runtime of a stored version that is not the active one (loaded once)."""
+        key = (name, version)
+        with self._lock:
+            runtime = self._pinned.get(key)
+            if runtime is not None:
+                self._pinned.move_to_end(key)
+                return runtime
+        stored = self._catalog.registry(name).get(version)  # an unknown one: RegistryError
+        if stored.version != version:
+            raise NoActiveModel(f"model {name} has no version {version} (only a longer one)")
+        runtime = ModelRuntime.load(stored.path, trust_cached_plan=True)
+        log.info("now also serving model %s %s (%s), a rollout's candidate", name, version,
+                 runtime.kind)
+        with self._lock:
+            self._pinned[key] = runtime
+            self._pinned.move_to_end(key)
+            while len(self._pinned) > self._capacity:
+                self._pinned.popitem(last=False)
+        return runtime
 
     def loaded(self) -> list[str]:
         """The models held, least recently used first."""

@@ -33,20 +33,23 @@ class TaskMessage:
 
 
 def predict_message(batch_id: str, rows: str, n_features: int, model: str, reply_to: str,
-                    expires_in: float, rows_count: int, now: datetime | None = None
-                    ) -> TaskMessage:
-    """The `predict_batch(rows, n_features, model=model)` task of one batch (its id names the
-    batch on both sides), answered to reply_to, dropped by the worker once expired."""
+                    expires_in: float, rows_count: int, now: datetime | None = None,
+                    version: str = "") -> TaskMessage:
+    """The `predict_batch(rows, n_features, model=model[, version=version])` task of one
+    batch (its id names the batch on both sides), answered to reply_to, dropped by the worker
+    once expired. A version is named only for a rollout's candidate: live batches follow the
+    active link."""
+    kwargs = {"model": model, "version": version} if version else {"model": model}
     expires = (now or datetime.now(UTC)) + timedelta(seconds=expires_in)
     headers: dict[str, Any] = {
         "lang": "py", "task": PREDICT_TASK, "id": batch_id, "shadow": None, "eta": None,
         "expires": expires.isoformat(), "group": None, "group_index": None, "retries": 0,
         "timelimit": [None, None], "root_id": batch_id, "parent_id": None,
         # What Celery's logs show for the arguments: never the rows themselves.
-        "argsrepr": f"[<{rows_count} rows>]", "kwargsrepr": repr({"model": model}),
+        "argsrepr": f"[<{rows_count} rows>]", "kwargsrepr": repr(kwargs),
         "origin": ORIGIN, "ignore_result": False, "replaced_task_nesting": 0,
         "stamped_headers": None, "stamps": {},
     }
-    body = json.dumps([[rows, n_features], {"model": model}, NO_CANVAS]).encode()
+    body = json.dumps([[rows, n_features], kwargs, NO_CANVAS]).encode()
     properties = {"correlation_id": batch_id, "reply_to": reply_to}
     return TaskMessage(headers, properties, body)

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 STOP_CHECK_SECONDS = 0.5
 
 
-def score_batch(served: ServedModels, model: str, rows: str, n_features: int) -> wire.Reply:
-    """Score packed rows with a model's active version; a refusal is an error reply, not a
-    crash."""
+def score_batch(served: ServedModels, model: str, rows: str, n_features: int,
+                version: str = "") -> wire.Reply:
+    """Score packed rows with a model's active version (or the version named); a refusal is
+    an error reply, not a crash."""
     try:
-        runtime = served.current(model)
+        runtime = served.current(model, version)
         if n_features != len(runtime.features):
             raise ValueError(f"the model takes {len(runtime.features)} features, not {n_features}")
         scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
@@ -93,9 +94,10 @@ def register_tasks(app: Celery, settings: Settings, models: tuple[str, ...] = ()
             sender.timer.call_repeatedly(STOP_CHECK_SECONDS, _nothing)
 
     @app.task(name=PREDICT_TASK, bind=True, ignore_result=True)
-    def predict_batch(self: Task, rows: str, n_features: int, model: str = "") -> None:
-        """Score one batch (rows of many requests to one model) and reply to the sender."""
-        reply = replace(score_batch(served, model, rows, n_features), worker=worker_name,
+    def predict_batch(self: Task, rows: str, n_features: int, model: str = "",
+                      version: str = "") -> None:
+        """Score one batch (rows of many requests to one model version) and reply."""
+        reply = replace(score_batch(served, model, rows, n_features, version), worker=worker_name,
                         redelivered=bool((self.request.delivery_info or {}).get("redelivered")))
         if self.request.reply_to:
             replier.send(self.request.reply_to, self.request.correlation_id, reply.to_body())
