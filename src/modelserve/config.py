@@ -56,6 +56,7 @@ class Settings:
     prediction_log_path: str = ""
     prediction_log_retention_hours: float = 168.0
     prediction_log_buffer_bytes: int = 64 << 20
+    rollout_judge_seconds: float = 2.0  # how often a web process judges the rollouts under way
     retry_after_seconds: int = 2
 
     @property

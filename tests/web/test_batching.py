@@ -143,6 +143,18 @@ def test_a_batch_never_mixes_two_models_and_each_keeps_its_order():
     assert taker.waiting == 0 and taker.in_flight == 2
 
 
+def test_a_batch_never_mixes_two_versions_of_a_model():
+    """A candidate's requests (version named) and live ones ("") go in separate batches."""
+    clock = FakeClock()
+    taker = batcher(clock, max_rows=100)
+    live, candidate = request(clock, 1), request(clock, 1)
+    candidate.version = "c8f1d232f130"
+    taker.add(live)
+    taker.add(candidate)
+    assert [(b.model, b.version, list(b.requests)) for b in take_all(taker)] == [
+        ("a", "", [live]), ("a", "c8f1d232f130", [candidate])]
+
+
 def test_a_busy_model_does_not_starve_another():
     """Ten full batches of a wait before one request of b: b is sent second, not eleventh."""
     clock = FakeClock()

@@ -293,3 +293,7 @@ def follow_command(settings: Settings, source: str, every: float, ssh_key: Path 
         return
     click.echo(f"following {source} every {every:g} s")
     follow(source, mirror, catalog, click.echo, every, ssh_key)
+
+
+# The rollout commands live in a module of their own and join this group when it loads.
+from modelserve.commands import rollouts  # noqa: E402, F401

@@ -276,6 +276,13 @@ class Registry:
             fsync_dir(self.root)
         return current
 
+    def record(self, action: str, version: str | None, *, source: str, reason: str = "") -> None:
+        """Append an event that changes nothing served (a rollout begun or aborted)."""
+        with self._refused(f"cannot record the {action}", lambda: "nothing changed"), \
+                self._mutation():
+            self._append(_event(action, version, self.active_version(), source=source,
+                                reason=reason))
+
     @contextmanager
     def _mutation(self) -> Iterator[list[str]]:
         """Hold the lock, clear what crashed writers left, reconcile; yield the activation stack."""

@@ -12,7 +12,7 @@ from modelserve.model import answers
 from modelserve.model.spec import ModelSpec
 from modelserve.predlog.feedback import read_items
 from modelserve.web import answering, evidence, inference, metrics, openapi, service
-from modelserve.web.app_service import ModelView
+from modelserve.web.app_service import ROUTING_HEADER, ModelView
 from modelserve.web.parsing import BadRequest, parse_json
 
 blueprint = Blueprint("api", __name__)
@@ -27,6 +27,11 @@ def _body() -> bytes:
     """The request body within the configured size limit (larger: a 413 before reading)."""
     request.max_content_length = service().settings.max_body_bytes
     return request.get_data(cache=False)
+
+
+def _routing_key() -> str | None:
+    """The client's routing key: during a canary, one key keeps to one version."""
+    return request.headers.get(ROUTING_HEADER)
 
 
 @blueprint.post("/api/v1/predict")
@@ -44,7 +49,7 @@ def predict_model(name: str):
 def _predict_with(view: ModelView):
     """One /api/v1 prediction with a model: the rows read against its features."""
     rows = answering.v1_rows(view, _body(), request.content_type)
-    return jsonify(answering.v1_answer(view, view.predict(rows)))
+    return jsonify(answering.v1_answer(view, view.predict(rows, _routing_key())))
 
 
 @blueprint.post("/api/v1/models/<name>/feedback")
@@ -147,7 +152,8 @@ def infer(name: str, version: str | None = None):
     """Open Inference Protocol: score one [rows, features] tensor."""
     view, spec = _served_spec(name, version)
     call = answering.infer_call(view, spec, _json_body(_transport()))
-    return jsonify(answering.infer_answer(name, view, call, view.predict(call.rows)))
+    return jsonify(answering.infer_answer(name, view, call,
+                                          view.predict(call.rows, _routing_key())))
 
 
 @blueprint.get("/openapi.json")

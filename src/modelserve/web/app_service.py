@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import random
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -21,14 +24,29 @@ from modelserve.predlog.store import PredictionLog
 from modelserve.predlog.writer import LogWriter
 from modelserve.registry import Registry
 from modelserve.registry.catalog import Catalog
+from modelserve.rollout import control, routing
+from modelserve.rollout.control import RolloutStatus
+from modelserve.rollout.policy import Decision
+from modelserve.rollout.state import Mode, Rollout, RolloutError, RolloutStore
 from modelserve.web import metrics
 from modelserve.web.evaluation import AccuracyBook
-from modelserve.web.predictors import InlinePredictor, Prediction, QueuePredictor, Unavailable
+from modelserve.web.predictors import (
+    DeadlineExceeded,
+    InlinePredictor,
+    Prediction,
+    QueuePredictor,
+    Unavailable,
+)
 
 Predictor = InlinePredictor | QueuePredictor
 # How long a process keeps its answer to "which model is the default": finding it reads every
 # model's link, on every /api/v1/predict otherwise. An activation still shows well within 2 s.
 DEFAULT_NAME_SECONDS = 0.25
+# How long a process keeps a model's rollout record: a rollout begun or ended shows within it.
+ROLLOUT_SECONDS = 0.25
+# The header whose value keeps one client on one version during a canary.
+ROUTING_HEADER = "X-Routing-Key"
+logger = logging.getLogger(__name__)
 
 
 class NotServed(UserError):
@@ -50,6 +68,9 @@ class ModelView:
         self.data_dir = settings.model_data_dir(name)
         self.accuracy_book = AccuracyBook(settings, self.data_dir)  # per version, once
         self._spec_cache: tuple[str | None, ModelSpec | None] = (None, None)
+        self.rollouts = RolloutStore(registry.root)
+        self._rollout_cache: tuple[float, Rollout | None] = (float("-inf"), None)
+        self._rollout_problem = ""
         self._problem_cache: tuple[object, str | None] = (None, None)
 
     def active_spec(self) -> ModelSpec | None:
@@ -78,53 +99,121 @@ class ModelView:
                               "activate one with `modelserve models activate`")
         return spec.feature_names
 
-    def predict(self, rows: np.ndarray) -> Prediction:
+    def rollout(self) -> Rollout | None:
+        """The model's rollout under way, re-read at most every ROLLOUT_SECONDS; a damaged
+        record is served as none (and said in the log, once per change)."""
+        checked, rollout = self._rollout_cache
+        if time.monotonic() - checked < ROLLOUT_SECONDS:
+            return rollout
+        try:
+            rollout = self.rollouts.read()
+        except RolloutError as error:
+            if str(error) != self._rollout_problem:
+                logger.warning("model %s: the rollout is not served: %s", self.name, error)
+            self._rollout_problem, rollout = str(error), None
+        self._rollout_cache = (time.monotonic(), rollout)
+        return rollout
+
+    def _plan(self, rollout: Rollout | None, routing_key: str | None) -> list[tuple[str, Role]]:
+        """Who answers, in order: a canary's candidate for its share of the requests (live
+        answers if it fails), else the live version ("": the active one)."""
+        live = [("", Role.LIVE)]
+        if rollout is None or rollout.mode is not Mode.CANARY:
+            return live
+        draw = random.random()  # noqa: S311 - a share of traffic, not a secret
+        if not routing.chosen(rollout.percent, routing_key, draw):
+            return live
+        return [(rollout.candidate, Role.CANARY), *live]
+
+    def predict(self, rows: np.ndarray, routing_key: str | None = None) -> Prediction:
         """Score rows with this model within the request deadline."""
-        at, started = time.time(), time.perf_counter()
-        try:
-            prediction = self._predictor().predict(rows, self.settings.request_timeout,
-                                                   self.name)
-        except UserError as error:
-            self._log_failure(rows, at, started, error)
-            raise
-        return self._answered(prediction, rows, at, started)
+        rollout = self.rollout()
+        plan = self._plan(rollout, routing_key)
+        for attempt, (version, role) in enumerate(plan, 1):
+            at, started = time.time(), time.perf_counter()
+            try:
+                prediction = self._predictor().predict(rows, self.settings.request_timeout,
+                                                       self.name, version)
+            except UserError as error:
+                self._log_failure(rows, at, started, error, version, role)
+                if attempt == len(plan) or isinstance(error, DeadlineExceeded):
+                    raise
+                continue
+            return self._answered(prediction, rows, at, started, role, rollout)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    async def predict_async(self, rows: np.ndarray) -> Prediction:
+    async def predict_async(self, rows: np.ndarray, routing_key: str | None = None
+                            ) -> Prediction:
         """The same on the web process's event loop (the hot path)."""
-        at, started = time.time(), time.perf_counter()
-        try:
-            prediction = await self._predictor().predict_async(
-                rows, self.settings.request_timeout, self.name)
-        except UserError as error:
-            self._log_failure(rows, at, started, error)
-            raise
-        return self._answered(prediction, rows, at, started)
+        rollout = self.rollout()
+        plan = self._plan(rollout, routing_key)
+        for attempt, (version, role) in enumerate(plan, 1):
+            at, started = time.time(), time.perf_counter()
+            try:
+                prediction = await self._predictor().predict_async(
+                    rows, self.settings.request_timeout, self.name, version)
+            except UserError as error:
+                self._log_failure(rows, at, started, error, version, role)
+                if attempt == len(plan) or isinstance(error, DeadlineExceeded):
+                    raise
+                continue
+            return self._answered(prediction, rows, at, started, role, rollout)
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
-    def _answered(self, prediction: Prediction, rows: np.ndarray, at: float,
-                  started: float) -> Prediction:
-        """Give a prediction its id, log it (off the request path) and count its rows."""
+    def _answered(self, prediction: Prediction, rows: np.ndarray, at: float, started: float,
+                  role: Role, rollout: Rollout | None) -> Prediction:
+        """Give a prediction its id, log it (off the request path), count its rows, and send
+        a shadow its copy."""
         answered = Prediction(prediction.outputs, prediction.labels, prediction.version,
                               prediction.worker, ids.new_id(at))
         log = self._log()
         if log is not None:
-            log.put(Answered(answered.id, self.name, answered.version, Role.LIVE, at,
+            log.put(Answered(answered.id, self.name, answered.version, role, at,
                              time.perf_counter() - started, rows, answered.outputs))
+            if rollout is not None and rollout.mode is Mode.SHADOW:
+                self._copy_to_shadow(rollout, log, rows, answered.id, at)
         metrics.ROWS_SCORED.labels(model=self.name, version=prediction.version).inc(len(rows))
         self._traffic[self.name] += len(rows)
         return answered
 
-    def _log_failure(self, rows: np.ndarray, at: float, started: float,
-                     error: UserError) -> None:
-        """Log a request the live version did not answer (its error rate counts it)."""
+    def _copy_to_shadow(self, rollout: Rollout, log: LogWriter, rows: np.ndarray,
+                        prediction_id: str, at: float) -> None:
+        """Send the shadow its share of copies; each answer goes to the log, never to the
+        caller, under the live answer's id (so feedback and agreement pair them)."""
+        draw = random.random()  # noqa: S311 - a share of traffic, not a secret
+        if not routing.chosen(rollout.percent, None, draw):
+            return
+        candidate = rollout.candidate
+
+        def done(outcome: Prediction | UserError, latency: float) -> None:
+            failed = isinstance(outcome, UserError)
+            metrics.SHADOW_COPIES.labels(model=self.name, version=candidate,
+                                         outcome="failed" if failed else "answered").inc()
+            log.put(Answered(prediction_id, self.name, candidate, Role.SHADOW, at, latency,
+                             rows, None if isinstance(outcome, UserError) else outcome.outputs,
+                             str(outcome) or type(outcome).__name__ if failed else ""))
+
+        if not self._predictor().shadow(rows, self.settings.request_timeout, self.name,
+                                        candidate, done):
+            metrics.SHADOW_COPIES.labels(model=self.name, version=candidate,
+                                         outcome="dropped").inc()
+
+    def _log_failure(self, rows: np.ndarray, at: float, started: float, error: UserError,
+                     version: str = "", role: Role = Role.LIVE) -> None:
+        """Log a request a version did not answer (its error rate counts it)."""
         log = self._log()
         if log is not None:
-            log.put(Answered(ids.new_id(at), self.name, self.registry.active_version() or "",
-                             Role.LIVE, at, time.perf_counter() - started, rows, None,
+            log.put(Answered(ids.new_id(at), self.name,
+                             version or self.registry.active_version() or "", role, at,
+                             time.perf_counter() - started, rows, None,
                              str(error) or type(error).__name__))
 
     def predict_many(self, rows: np.ndarray, chunk_rows: int) -> Prediction:
-        """Score a large table in request-sized chunks (CSV uploads, held-out rows)."""
-        parts = [self.predict(rows[i : i + chunk_rows]) for i in range(0, len(rows), chunk_rows)]
+        """Score a large table in request-sized chunks (CSV uploads, held-out rows); one
+        routing key for them all, so that a canary takes the whole table or none of it."""
+        key = ids.new_id()
+        parts = [self.predict(rows[i : i + chunk_rows], key)
+                 for i in range(0, len(rows), chunk_rows)]
         versions = {part.version for part in parts}
         if len(versions) > 1:
             raise Unavailable("the model changed while the file was scored; submit it again")
@@ -186,6 +275,9 @@ class Service:
         self._views: dict[str, ModelView] = {}
         self._traffic: Counter[str] = Counter()
         self._default_name: tuple[float, str | None] = (float("-inf"), None)  # (until, name)
+        self._stopping = threading.Event()
+        self._judge: threading.Thread | None = None
+        self._judge_problems: dict[str, str] = {}
 
     @property
     def predictor(self) -> Predictor:
@@ -200,7 +292,48 @@ class Service:
                 if self._predictor is None:
                     kind = InlinePredictor if self._inline else QueuePredictor
                     self._predictor = kind(self.settings, loop)
+                    self._start_judge()
         return self._predictor
+
+    def _start_judge(self) -> None:
+        """Judge the rollouts under way every rollout_judge_seconds, in a thread of its own
+        (each web process does; the rollout lock lets one of them act)."""
+        if self.settings.prediction_log_file is None or self.settings.rollout_judge_seconds <= 0:
+            return  # no evidence, nothing to judge by
+
+        def judging() -> None:
+            while not self._stopping.wait(self.settings.rollout_judge_seconds):
+                self.judge_rollouts()
+
+        self._judge = threading.Thread(target=judging, name="rollout-judge", daemon=True)
+        self._judge.start()
+
+    def judge_rollouts(self) -> list[RolloutStatus]:
+        """Judge every model's rollout once: promote or abort those whose evidence is in."""
+        store, writer = self.prediction_log, self.log_writer()
+        if store is None or writer is None:
+            return []
+        judged = []
+        for name in self.catalog.names():
+            registry = self.model(name).registry
+            if not RolloutStore(registry.root).path.exists():
+                continue
+            writer.flush()  # this process's own answers of the last moment count too
+            try:
+                found = control.decide(registry, store)
+            except (UserError, sqlite3.Error, OSError) as error:
+                if self._judge_problems.get(name) != str(error):
+                    logger.warning("model %s: the rollout cannot be judged now: %s", name, error)
+                self._judge_problems[name] = str(error)
+                continue
+            self._judge_problems.pop(name, None)
+            if found is not None:
+                judged.append(found)
+                if found.verdict.decision is not Decision.WAIT:
+                    logger.info("model %s: rollout of %s: %s (%s: %s)", name,
+                                found.rollout.candidate, found.verdict.decision,
+                                found.verdict.rule, found.verdict.reason)
+        return judged
 
     @property
     def prediction_log(self) -> PredictionLog | None:
@@ -288,7 +421,9 @@ class Service:
         return ", ".join(sorted(self.served())) or "none yet"
 
     def close(self) -> None:
-        """Stop the predictor (from a thread other than its loop's), then write the log."""
+        """Stop the judge and the predictor (from a thread other than its loop's), then
+        write the log."""
+        self._stop_judge()
         if self._predictor is not None:
             self._predictor.close()
         if self._log is not None:
@@ -297,10 +432,18 @@ class Service:
     async def aclose(self) -> None:
         """Stop the predictor, on the server's event loop (ASGI shutdown), then write the
         log (in a thread: its last batch may take the disk a moment)."""
+        await asyncio.to_thread(self._stop_judge)
         if self._predictor is not None:
             await self._predictor.aclose()
         if self._log is not None:
             await asyncio.to_thread(self._log.close)
+
+
+    def _stop_judge(self) -> None:
+        """End the judge's thread (a judgement under way finishes first)."""
+        self._stopping.set()
+        if self._judge is not None:
+            self._judge.join(timeout=10)
 
 
 def _file_stamps(directory: Path) -> tuple:

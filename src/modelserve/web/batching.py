@@ -1,7 +1,8 @@
 """Batching per model, as a pure module: collect waiting requests, cap, deadlines, split back.
 
 A batch holds requests for one model only: a worker scores a whole batch with one runtime,
-so a batch never mixes two models nor two versions. It stays within the row cap, except
+so a batch never mixes two models nor two versions (a rollout's candidate is named by its
+version; "" is whatever version is active). It stays within the row cap, except
 that a request larger than the cap travels alone. Nothing here starts a thread or touches
 the broker: the transport (web/predictors.py) adds requests, takes the batches to publish
 and hands back the replies, under a lock of its own; the clock is injected, so that tests
@@ -77,6 +78,12 @@ class Request:
     arrived: float
     timeout: float
     future: Future[Prediction] | asyncio.Future[Prediction] = field(default_factory=Future)
+    version: str = ""  # "": the active one
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """What scores it: the model, and the version named (if any)."""
+        return self.model, self.version
 
     @property
     def deadline(self) -> float:
@@ -111,6 +118,7 @@ class Batch:
     id: str
     model: str
     requests: tuple[Request, ...]
+    version: str = ""  # "": the active one
 
     @property
     def row_count(self) -> int:
@@ -179,7 +187,7 @@ class Batcher:
         self.limits = limits
         self._clock = clock
         self._new_id = new_id
-        self._waiting: OrderedDict[str, deque[Request]] = OrderedDict()
+        self._waiting: OrderedDict[tuple[str, str], deque[Request]] = OrderedDict()
         self._inflight: dict[str, Batch] = {}
 
     @property
@@ -193,8 +201,8 @@ class Batcher:
         return len(self._inflight)
 
     def add(self, request: Request) -> None:
-        """Queue a request behind the earlier ones of its model."""
-        self._waiting.setdefault(request.model, deque()).append(request)
+        """Queue a request behind the earlier ones of its model (and version)."""
+        self._waiting.setdefault(request.target, deque()).append(request)
 
     def take(self) -> Batch | None:
         """The next batch to send, now counted in flight; None if none is due or slots are full."""
@@ -202,9 +210,9 @@ class Batcher:
             return None
         now = self._clock()
         self._drop_gave_up(now)
-        for model, queue in list(self._waiting.items()):
+        for target, queue in list(self._waiting.items()):
             if now >= self._due_at(queue, now):
-                return self._send(model, queue, self._next_batch_size(queue)[0])
+                return self._send(target, queue, self._next_batch_size(queue)[0])
         return None
 
     def wait_time(self) -> float | None:
@@ -252,19 +260,21 @@ class Batcher:
             return now
         return queue[0].arrived + self.limits.window
 
-    def _send(self, model: str, queue: deque[Request], count: int) -> Batch:
+    def _send(self, target: tuple[str, str], queue: deque[Request], count: int) -> Batch:
         """Move a model's first requests into a batch in flight; the model's turn goes last."""
-        batch = Batch(self._new_id(), model, tuple(queue.popleft() for _ in range(count)))
+        model, version = target
+        batch = Batch(self._new_id(), model, tuple(queue.popleft() for _ in range(count)),
+                      version)
         if queue:
-            self._waiting.move_to_end(model)
+            self._waiting.move_to_end(target)
         else:
-            del self._waiting[model]
+            del self._waiting[target]
         self._inflight[batch.id] = batch
         return batch
 
     def _drop_gave_up(self, now: float) -> None:
         """Settle and forget waiting requests whose caller stopped waiting: they are not sent."""
-        for model, queue in list(self._waiting.items()):
+        for target, queue in list(self._waiting.items()):
             gone = [request for request in queue if request.gave_up(now)]
             if not gone:
                 continue
@@ -272,6 +282,6 @@ class Batcher:
                 request.settle(request.late())
             kept = deque(request for request in queue if not request.gave_up(now))
             if kept:
-                self._waiting[model] = kept
+                self._waiting[target] = kept
             else:
-                del self._waiting[model]
+                del self._waiting[target]

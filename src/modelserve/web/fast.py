@@ -26,7 +26,7 @@ from modelserve.auth import policy
 from modelserve.registry.catalog import UnknownModel
 from modelserve.tls import HSTS
 from modelserve.web import DRAIN_LIMIT_BYTES, SECURITY_HEADERS, answering, metrics
-from modelserve.web.app_service import NotServed, Service
+from modelserve.web.app_service import ROUTING_HEADER, NotServed, Service
 from modelserve.web.auth import HOW_TO, SESSION_COOKIE, bearer_record, challenge, too_many_requests
 from modelserve.web.parsing import BadRequest
 from modelserve.web.predictors import DeadlineExceeded, Unavailable
@@ -201,14 +201,15 @@ class HotPath:
             view = self._service.default() if name is None else self._service.served_model(name)
             body = await self._body(call, receive)
             rows = answering.v1_rows(view, body, call.header("content-type"))
-            return answering.v1_answer(view, await view.predict_async(rows))
+            return answering.v1_answer(
+                view, await view.predict_async(rows, call.header(ROUTING_HEADER)))
         name = call.params["name"]  # every v2 route names its model
         view, spec = answering.served_spec(self._service, name, call.params.get("version"))
         body = await self._body(call, receive)
         payload = answering.v2_payload(body, answering.transport(call.header),
                                        self._settings.max_body_bytes)
         request = answering.infer_call(view, spec, payload)
-        prediction = await view.predict_async(request.rows)
+        prediction = await view.predict_async(request.rows, call.header(ROUTING_HEADER))
         return answering.infer_answer(name, view, request, prediction)
 
     async def _body(self, call: Call, receive: Receive) -> bytes:

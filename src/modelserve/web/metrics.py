@@ -38,6 +38,12 @@ WORKERS = Gauge(
     "modelserve_workers", "Workers consuming the queue a model's batches go to.", ["model"],
     registry=REGISTRY,
 )
+SHADOW_COPIES = Counter(
+    "modelserve_shadow_copies",
+    "Copies of live requests sent to a rollout's shadow, by what became of them (answered, "
+    "failed, or dropped because too many were waiting).",
+    ["model", "version", "outcome"], registry=REGISTRY,
+)
 LOG_DROPPED = Counter(
     "modelserve_prediction_log_dropped",
     "Answers not written to the prediction log (its buffer full, or the disk refusing).",

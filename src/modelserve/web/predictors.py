@@ -19,7 +19,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +31,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from modelserve.config import Settings
 from modelserve.errors import UserError
 from modelserve.registry.catalog import Catalog
+from modelserve.registry.store import RegistryError
 from modelserve.web import metrics
 from modelserve.web.batching import (
     Batch,
@@ -52,6 +54,12 @@ log = logging.getLogger(__name__)
 CONNECT_GRACE_SECONDS = 0.5
 RECONNECT_SECONDS = 0.5
 HEARTBEAT_SECONDS = 10
+# A rollout's shadow copies: at most this many batches in flight (live keeps all of its own
+# slots), at most this many copies waiting; beyond, a copy is dropped and counted, not queued.
+SHADOW_INFLIGHT = 1
+MAX_SHADOW_WAITING = 1000
+# What becomes of a shadow copy: its prediction or refusal, and its latency in seconds.
+ShadowDone = Callable[[Prediction | UserError, float], None]
 # The batcher's longest sleep with nothing due: keeps close() prompt.
 IDLE_WAKE_SECONDS = 0.5
 BROKER_AWAY = "the message broker is not reachable"
@@ -62,28 +70,61 @@ class InlinePredictor:
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None):
         self._served = ServedModels(Catalog.of(settings), settings.max_loaded_models)
+        self._shadow_pool: ThreadPoolExecutor | None = None
+        self._shadows_pending = 0  # changed under the GIL by += and -=: a bound, not a count
+        self.shadows_dropped = 0
 
-    def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
-        """Score rows with a model's active version, right here."""
+    def predict(self, rows: np.ndarray, timeout: float, model: str = "",
+                version: str = "") -> Prediction:
+        """Score rows with a model's active version (or the version named), right here."""
         try:
-            scores = self._served.current(model).score(rows)
-        except NoActiveModel as error:
+            scores = self._served.current(model, version).score(rows)
+        except (NoActiveModel, RegistryError) as error:  # nothing active, or no such version
             raise Unavailable(str(error)) from None
         return Prediction(scores.outputs, scores.labels, scores.version, "in-process")
 
-    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "",
+                            version: str = "") -> Prediction:
         """The same on the event loop (the model call is short: it runs on the loop)."""
-        return self.predict(rows, timeout, model)
+        return self.predict(rows, timeout, model, version)
+
+    def shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
+               done: ShadowDone) -> bool:
+        """Score a copy with a candidate on a thread of its own, never on the caller's;
+        False when too many copies wait (the copy is dropped)."""
+        if self._shadows_pending >= MAX_SHADOW_WAITING:
+            self.shadows_dropped += 1
+            return False
+        if self._shadow_pool is None:
+            self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self._shadows_pending += 1
+        self._shadow_pool.submit(self._score_shadow, rows, model, version, done)
+        return True
+
+    def _score_shadow(self, rows: np.ndarray, model: str, version: str,
+                      done: ShadowDone) -> None:
+        """Score one copy and report it."""
+        started = time.perf_counter()
+        try:
+            outcome: Prediction | UserError = self.predict(rows, 0, model, version)
+        except UserError as error:
+            outcome = error
+        finally:
+            self._shadows_pending -= 1
+        done(outcome, time.perf_counter() - started)
 
     def status(self, model: str | None = None) -> dict:
         """Readiness: a model is loaded (one process serves every model)."""
         return {"broker": "none (in-process)", "workers": 1, "queue_depth": 0}
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Let the shadow copies under way finish."""
+        if self._shadow_pool is not None:
+            self._shadow_pool.shutdown(wait=True, cancel_futures=True)
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """The same from the loop."""
+        self.close()
 
 
 class QueuePredictor:
@@ -94,6 +135,10 @@ class QueuePredictor:
         self._settings = settings
         self._reply_queue = f"modelserve.reply.{uuid.uuid4().hex}"
         self._batcher = Batcher(Limits.of(settings), clock=time.monotonic)
+        limits = Limits.of(settings)
+        self._shadows = Batcher(Limits(limits.max_rows, limits.window, SHADOW_INFLIGHT),
+                                clock=time.monotonic)
+        self.shadows_dropped = 0
         self._status_cache: dict[str, tuple[float, dict]] = {}  # by queue
         self._thread: threading.Thread | None = None
         if loop is None:  # synchronous callers only: the loop runs in a thread of ours
@@ -124,9 +169,10 @@ class QueuePredictor:
 
     # -- callers' side ---------------------------------------------------------------------
 
-    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
-        """Queue rows for the next batch of a model ("": the default one) and wait for their
-        answer until the deadline (on the predictor's loop)."""
+    async def predict_async(self, rows: np.ndarray, timeout: float, model: str = "",
+                            version: str = "") -> Prediction:
+        """Queue rows for the next batch of a model ("": the default one; version "": the
+        active one) and wait for their answer until the deadline (on the predictor's loop)."""
         if not self._connected.is_set():
             try:
                 await asyncio.wait_for(self._connected.wait(), min(timeout, CONNECT_GRACE_SECONDS))
@@ -134,7 +180,8 @@ class QueuePredictor:
                 raise Unavailable(BROKER_AWAY) from None
         answer: asyncio.Future[Prediction] = self._loop.create_future()
         request = Request(model=model or self._settings.model_name, rows=rows,
-                          arrived=time.monotonic(), timeout=timeout, future=answer)
+                          arrived=time.monotonic(), timeout=timeout, future=answer,
+                          version=version)
         self._batcher.add(request)
         self._changed.set()
         try:
@@ -143,12 +190,48 @@ class QueuePredictor:
         except TimeoutError:
             raise request.late() from None
 
-    def predict(self, rows: np.ndarray, timeout: float, model: str = "") -> Prediction:
+    def predict(self, rows: np.ndarray, timeout: float, model: str = "",
+                version: str = "") -> Prediction:
         """The same from a thread other than the loop's (the Flask pages)."""
-        future = asyncio.run_coroutine_threadsafe(self.predict_async(rows, timeout, model),
-                                                  self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self.predict_async(rows, timeout, model, version), self._loop)
         # predict_async settles by the deadline; the margin only covers a stalled loop.
         return future.result(timeout + 5)
+
+    def shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
+               done: ShadowDone) -> bool:
+        """Send a copy of rows to a candidate version, in batches of their own, and report its
+        outcome to `done` (on the loop); nobody waits for it. From any thread. False when the
+        copy is dropped: not connected, or too many copies already wait."""
+        if not self._connected.is_set() or self._shadows.waiting >= MAX_SHADOW_WAITING:
+            self.shadows_dropped += 1
+            return False
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._add_shadow(rows, timeout, model, version, done)
+        else:
+            self._loop.call_soon_threadsafe(self._add_shadow, rows, timeout, model, version, done)
+        return True
+
+    def _add_shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
+                    done: ShadowDone) -> None:
+        """Queue one shadow copy (on the loop); its future reports to `done`."""
+        arrived = time.monotonic()
+        future: asyncio.Future[Prediction] = self._loop.create_future()
+
+        def report(settled: asyncio.Future[Prediction]) -> None:
+            error = settled.exception()
+            outcome = settled.result() if error is None else error
+            if isinstance(outcome, Prediction | UserError):
+                done(outcome, time.monotonic() - arrived)
+
+        future.add_done_callback(report)
+        self._shadows.add(Request(model=model, rows=rows, arrived=arrived, timeout=timeout,
+                                  future=future, version=version))
+        self._changed.set()
 
     # -- on the loop -----------------------------------------------------------------------
 
@@ -198,14 +281,17 @@ class QueuePredictor:
     async def _send_batches(self) -> None:
         """Publish each batch the batcher lets out; time out those nobody waits for any more."""
         while True:
-            for late in self._batcher.expire():
-                log.warning("batch %s got no answer before its deadline", late.id)
-                late.time_out()
-            while (batch := self._batcher.take()) is not None:
-                asyncio.ensure_future(self._publish(batch))
+            for batcher in (self._batcher, self._shadows):
+                for late in batcher.expire():
+                    log.warning("batch %s got no answer before its deadline", late.id)
+                    late.time_out()
+                while (batch := batcher.take()) is not None:
+                    asyncio.ensure_future(self._publish(batch))
             # Waiting while every slot is busy is what lets requests pile up into bigger
             # batches; a finished batch or a new request wakes the loop at once.
-            wait = self._batcher.wait_time()
+            waits = [wait for wait in (self._batcher.wait_time(), self._shadows.wait_time())
+                     if wait is not None]
+            wait = min(waits) if waits else None
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(),
@@ -220,7 +306,8 @@ class QueuePredictor:
         queue = queue_for(self._settings, batch.model)
         message = protocol.predict_message(
             batch.id, wire.encode(rows, wire.ROWS), rows.shape[1], batch.model,
-            self._reply_queue, max(batch.deadline - time.monotonic(), 0.1), len(rows))
+            self._reply_queue, max(batch.deadline - time.monotonic(), 0.1), len(rows),
+            version=batch.version)
         channel = self._channel
         try:
             if channel is None:
@@ -257,7 +344,7 @@ class QueuePredictor:
 
     def _finish(self, batch_id: str, outcome: object) -> None:
         """Hand a batch's answer (or failure) to each of its callers; its slot is free."""
-        batch = self._batcher.finish(batch_id)
+        batch = self._batcher.finish(batch_id) or self._shadows.finish(batch_id)
         self._changed.set()
         if batch is None:
             return  # a duplicate answer (redelivered task) or one after the deadline
@@ -268,7 +355,7 @@ class QueuePredictor:
 
     def _fail_inflight(self, error: UserError) -> None:
         """Fail every batch in flight."""
-        for batch in self._batcher.abandon():
+        for batch in (*self._batcher.abandon(), *self._shadows.abandon()):
             batch.fail(error)
         self._changed.set()
 
