@@ -7,6 +7,7 @@ import random
 import pytest
 
 from modelserve.rollout import routing
+from modelserve.rollout.options import Planned, planned_rollout
 from modelserve.rollout.state import (
     MAX_FILE_BYTES,
     Mode,
@@ -71,3 +72,20 @@ def test_a_canary_takes_its_share_and_keys_stick():
     assert all(routing.chosen(10, key, 0.99) == routing.chosen(10, key, 0.0) for key in keys)
     assert {routing.bucket_of("client-1")} == {routing.bucket_of("client-1") for _ in range(3)}
     assert not routing.chosen(0.01, None, 0.5) and routing.chosen(100, "any", 0.0)
+
+
+def test_push_options_ask_for_a_rollout():
+    """-o shadow / shadow=N / canary=N with policy.* settings; anything else one line."""
+    assert planned_rollout({}) is None and planned_rollout({"reason": "x"}) is None
+    assert planned_rollout({"shadow": ""}) == Planned(Mode.SHADOW, 100.0)
+    planned = planned_rollout({"canary": "10", "policy.min_requests": "30"})
+    assert planned == Planned(Mode.CANARY, 10.0, Policy(min_requests=30))
+    assert Planned.from_note(planned.to_note()) == planned
+    for options, words in (({"shadow": "", "canary": "5"}, "not both"),
+                           ({"canary": ""}, "needs its share"),
+                           ({"canary": "ten"}, "must be a percent"),
+                           ({"shadow": "0"}, "above 0"),
+                           ({"policy.min_requests": "5"}, "go with -o shadow"),
+                           ({"shadow": "", "policy.speed": "1"}, "unknown policy setting")):
+        with pytest.raises(RolloutError, match=words):
+            planned_rollout(options)

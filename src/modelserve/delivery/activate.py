@@ -33,6 +33,9 @@ from modelserve.model.metrics import format_value
 from modelserve.model.spec import METRIC_LABELS, TASK_METRICS, ModelSpec
 from modelserve.registry import Registry, VersionInfo
 from modelserve.registry.catalog import Catalog
+from modelserve.rollout import control
+from modelserve.rollout.options import Planned
+from modelserve.rollout.state import Mode
 from modelserve.tls import client_context
 
 
@@ -131,6 +134,8 @@ def go_live(settings: Settings, config: DeliveryConfig, pending: Path, say: Say)
     note = json.loads((pending / NOTE_FILE).read_text())
     source = f"git push {note['commit'][:12]}"
     staged = [_staged(settings, pending, note, model, source) for model in note["models"]]
+    if note.get("rollout"):
+        return _roll_out(settings, pending, note, staged, source, say)
     _activate_all(staged, source, note.get("pusher") or "")
     for model, done in zip(note["models"], staged, strict=True):
         if model.get("model_files"):
@@ -170,6 +175,33 @@ def _staged(settings: Settings, pending: Path, note: dict, model: dict, source: 
     if info.spec is None:  # damaged since it was stored: serving it would fail every request
         raise NotActivated(f"model {name}: {info.version} is stored with a damaged manifest")
     return Staged(name, registry, info, previous, reason, bool(model.get("new")))
+
+
+def _roll_out(settings: Settings, pending: Path, note: dict, staged: list[Staged],
+              source: str, say: Say) -> list[str]:
+    """Begin the rollout the push asked for, for every model or (one refused) none."""
+    planned = Planned.from_note(note["rollout"])
+    begun: list[Staged] = []
+    for model in staged:
+        try:
+            control.begin(model.registry, model.name, model.info.version, planned.mode,
+                          planned.percent, planned.policy, source)
+        except UserError as error:
+            for done in begun:  # all or none, as activations are
+                control.end(done.registry, "abort", f"the push's rollout of {model.name} "
+                            "could not begin", source)
+            raise NotActivated(f"model {model.name}: {error}") from error
+        begun.append(model)
+    for model, done in zip(note["models"], staged, strict=True):
+        if model.get("model_files"):
+            remember(settings, model["name"], model["model_files"], done.info.version)
+    shutil.rmtree(pending, ignore_errors=True)
+    what = "gets a copy of" if planned.mode is Mode.SHADOW else "answers"
+    for done in staged:
+        say(f"{planned.mode}: {done.info.version} ({done.name}) {what} {planned.percent:g}% of "
+            f"the requests beside the live {done.previous}; `modelserve models rollout "
+            f"{done.name}` shows the evidence")
+    return [done.info.version for done in staged]
 
 
 def _activate_all(staged: list[Staged], source: str, pusher: str) -> None:

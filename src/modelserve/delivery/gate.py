@@ -59,6 +59,8 @@ from modelserve.model.plan import Plan
 from modelserve.model.spec import Metrics, ModelSpec
 from modelserve.registry import Registry, RegistryError
 from modelserve.registry.catalog import Catalog
+from modelserve.rollout.options import Planned, planned_rollout
+from modelserve.rollout.state import Mode, RolloutError
 from modelserve.sandbox.confined import (
     check_bundle_confined,
     convert_legacy_confined,
@@ -205,6 +207,7 @@ def judge_push(settings: Settings, config: DeliveryConfig, update: Update,
     Returns the lines to say: one per model, and one per model the push no longer holds.
     """
     started = time.time()
+    planned = _planned(options)
     pending = pending_dir(settings, update.new)
     _prune_stale(_ensure(pending.parent))
     models, removed = _models_to_deploy(settings, config, update)
@@ -219,15 +222,30 @@ def judge_push(settings: Settings, config: DeliveryConfig, update: Update,
                 refusals.append(_naming(model.name, str(error)))
         if refusals:
             raise Refused("\n".join(refusals + _none_deployed(verdicts)))
-        _record(scratch / NOTE_FILE, update.new, models, verdicts, options, started)
+        if planned is not None and (new := [v.model for v in verdicts if v.new]):
+            raise Refused(f"refused: {', '.join(new)} is new here: there is no live version to "
+                          f"{planned.mode} against; push it without -o {planned.mode} first")
+        _record(scratch / NOTE_FILE, update.new, models, verdicts, options, started, planned)
         shutil.rmtree(pending, ignore_errors=True)
         scratch.rename(pending)  # atomic: post-receive sees a whole push or none of it
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     lines = [_acceptance(update.new, verdict) for verdict in verdicts]
+    if planned is not None and models:
+        what = "gets a copy of" if planned.mode is Mode.SHADOW else "answers"
+        lines.append(f"rollout: not live yet; the candidate {what} {planned.percent:g}% of the "
+                     f"requests, and its policy promotes or aborts it on live evidence")
     if not models:
         lines.append(f"accepted {update.new[:12]}: no model changed; nothing to deploy")
     return lines + [_removed_line(name) for name in removed]
+
+
+def _planned(options: dict[str, str]) -> Planned | None:
+    """The rollout the push options ask for (None: live at once); bad options refuse."""
+    try:
+        return planned_rollout(options)
+    except RolloutError as error:
+        raise Refused(f"refused: {error}") from None
 
 
 def _naming(name: str, refusal: str) -> str:
@@ -511,13 +529,15 @@ def _bundle_scores(bundle: Path, spec: ModelSpec, rows: np.ndarray, shown: str) 
 
 
 def _record(path: Path, commit: str, models: list[Pushed], verdicts: list[Verdict],
-            options: dict[str, str], started: float) -> None:
-    """Note, beside the candidates, what post-receive reports and records."""
+            options: dict[str, str], started: float, planned: Planned | None) -> None:
+    """Note, beside the candidates, what post-receive reports and records (and the rollout
+    that puts them in service, if the push asked for one)."""
     note = {"commit": commit, "received_at": started, "forced": "force-deploy" in options,
             "models": [{"name": model.name, "model_files": model.files_id, "new": model.new,
                         "earlier_version": verdict.earlier_version}
                        for model, verdict in zip(models, verdicts, strict=True)],
             "reason": options.get("reason", ""), "account": os.environ.get("USER", ""),
             # The name of the deploy key that pushed (set by serve-git; none for a local push).
-            "pusher": os.environ.get(PUSHER_ENV, "")}
+            "pusher": os.environ.get(PUSHER_ENV, ""),
+            "rollout": None if planned is None else planned.to_note()}
     path.write_text(json.dumps(note) + "\n")
