@@ -22,7 +22,7 @@ from modelserve.predlog.records import Role
 from modelserve.registry import Registry
 from modelserve.rollout.policy import Decision
 from modelserve.rollout.state import RolloutError, RolloutStore
-from modelserve.web import create_app
+from modelserve.web import create_app, metrics
 
 PREDICT = "/api/v1/models/diabetes/predict"
 FEEDBACK = "/api/v1/models/diabetes/feedback"
@@ -69,6 +69,12 @@ def predict(client, rows: np.ndarray, key: str | None = None) -> dict:
     return answer.get_json()
 
 
+def copies(version: str, outcome: str = "answered") -> float:
+    """This process's count of shadow copies of a version with an outcome."""
+    return metrics.REGISTRY.get_sample_value("modelserve_shadow_copies_total", {
+        "model": "diabetes", "version": version, "outcome": outcome}) or 0.0
+
+
 def logged(service, role: Role, count: int) -> int:
     """Wait (10 s at most) until the log holds `count` answers in a role; how many it has."""
     deadline = time.monotonic() + 10
@@ -89,6 +95,7 @@ def test_a_shadow_that_does_well_on_feedback_is_promoted(home, dataset):
                "--policy", "min_labelled=500")
     assert "gets a copy of 100% of the requests" in said
     client, service = serve(settings)
+    copied_before = copies(candidate)
     try:
         answers = [predict(client, dataset.features[i:i + 10]) for i in range(0, 760, 10)]
         assert {answer["model_version"] for answer in answers} == {live}
@@ -102,6 +109,17 @@ def test_a_shadow_that_does_well_on_feedback_is_promoted(home, dataset):
         assert client.post(FEEDBACK, json={"feedback": feedback}).status_code == 200
         shown = cli(settings, "rollout", "diabetes")
         assert "agreement on 760 rows" in shown and "760 labelled rows" in shown
+        rollout = client.get("/api/v1/models/diabetes/live").get_json()["rollout"]
+        assert (rollout["mode"], rollout["candidate"], rollout["live"]) == (
+            "shadow", candidate, live)
+        assert rollout["agreement"]["rows"] == 760 and rollout["verdict"]["decision"] == "promote"
+        page = client.get("/models/diabetes/accuracy").get_data(as_text=True)
+        assert 'id="rollout" data-mode="shadow" data-decision="promote"' in page
+        assert "Agreement with live on 760 rows" in page
+        exposed = client.get("/metrics").get_data(as_text=True)
+        assert (f'modelserve_rollout_percent{{candidate="{candidate}",live="{live}",'
+                f'mode="shadow",model="diabetes"}} 100.0') in exposed
+        assert copies(candidate) - copied_before == 76
         judged = service.judge_rollouts()
     finally:
         service.close()

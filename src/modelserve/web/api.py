@@ -73,7 +73,8 @@ def live_evidence(name: str):
     hours = evidence.read_hours(request.args.getlist("hours"))
     return jsonify(model=name, hours=hours,
                    versions=[evidence.as_json(item)
-                             for item in evidence.evidence(app_service, view, hours)])
+                             for item in evidence.evidence(app_service, view, hours)],
+                   rollout=evidence.rollout_json(evidence.rollout_status(app_service, view)))
 
 
 @blueprint.get("/v2")
@@ -172,8 +173,10 @@ def openapi_document():
 @blueprint.get("/metrics")
 def prometheus_metrics():
     """Prometheus metrics in the text exposition format."""
-    body, content_type = metrics.render({view.name: view.status()
-                                         for view in service().views()})
+    views = service().views()
+    body, content_type = metrics.render(
+        {view.name: view.status() for view in views},
+        [rollout for view in views if (rollout := view.rollout()) is not None])
     return Response(body, content_type=content_type)
 
 

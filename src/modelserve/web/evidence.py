@@ -7,13 +7,16 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from modelserve.errors import UserError
 from modelserve.model.spec import Output
 from modelserve.predlog import feedback, ids, live
 from modelserve.predlog.records import FeedbackRefused, Truth
 from modelserve.predlog.store import PredictionLog
 from modelserve.predlog.writer import SETTLE_SECONDS
+from modelserve.rollout import control
+from modelserve.rollout.control import RolloutStatus
 from modelserve.web.app_service import ModelView, Service
 from modelserve.web.evaluation import Measured
 from modelserve.web.parsing import BadRequest
@@ -119,6 +122,36 @@ def evidence(service: Service, view: ModelView, hours: float = DEFAULT_WINDOW_HO
     stored = {info.version: info for info in view.registry.list_versions()}
     return [VersionEvidence(item, view.accuracy_book.headline(stored[item.version])
                             if item.version in stored else None) for item in found]
+
+
+def rollout_status(service: Service, view: ModelView) -> RolloutStatus | None:
+    """The model's rollout under way with its evidence and verdict (None: no rollout, or
+    none that can be judged here)."""
+    rollout, store = view.rollout(), service.prediction_log
+    if rollout is None or store is None:
+        return None
+    with refusals():
+        try:
+            return control.status(rollout, store, view.registry)
+        except UserError as error:  # e.g. the live version's manifest unreadable
+            log.warning("model %s: the rollout's evidence cannot be read: %s", view.name, error)
+            return None
+
+
+def rollout_json(found: RolloutStatus | None) -> dict | None:
+    """A rollout as the API answers it (None: no rollout)."""
+    if found is None:
+        return None
+    rollout, agreement = found.rollout, found.agreement
+    return {
+        "candidate": rollout.candidate, "live": rollout.live, "mode": rollout.mode.value,
+        "percent": rollout.percent, "started_at": rollout.started_at, "source": rollout.source,
+        "policy": asdict(rollout.policy),
+        "agreement": {"rows": agreement.rows, "labels": agreement.labels,
+                      "mean_abs_diff": agreement.mean_abs_diff},
+        "verdict": {"decision": found.verdict.decision.value, "rule": found.verdict.rule,
+                    "reason": found.verdict.reason},
+    }
 
 
 def as_json(item: VersionEvidence) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +12,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from modelserve.rollout.state import Rollout
 
 REGISTRY = CollectorRegistry()
 
@@ -49,14 +53,25 @@ LOG_DROPPED = Counter(
     "Answers not written to the prediction log (its buffer full, or the disk refusing).",
     registry=REGISTRY,
 )
+ROLLOUT = Gauge(
+    "modelserve_rollout_percent",
+    "The share of requests a rollout's candidate gets (a shadow: copies; a canary: answers), "
+    "by model, candidate, the live version it is judged against, and mode.",
+    ["model", "candidate", "live", "mode"], registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "modelserve_active_model", "1 for the version the registry says is active, by model.",
     ["model", "version"], registry=REGISTRY,
 )
 
 
-def render(models: dict[str, dict]) -> tuple[bytes, str]:
-    """Refresh the gauges from each model's status snapshot and render every metric."""
+def render(models: dict[str, dict], rollouts: Sequence[Rollout] = ()) -> tuple[bytes, str]:
+    """Refresh the gauges from each model's status snapshot (and the rollouts under way) and
+    render every metric."""
+    ROLLOUT.clear()
+    for rollout in rollouts:
+        ROLLOUT.labels(model=rollout.model, candidate=rollout.candidate, live=rollout.live,
+                       mode=rollout.mode.value).set(rollout.percent)
     for gauge in (QUEUE_DEPTH, WORKERS, MODEL_INFO):
         gauge.clear()  # a model retired or removed since the last scrape is gone from them
     for name, status in models.items():

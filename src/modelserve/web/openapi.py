@@ -250,8 +250,9 @@ def _feedback_schemas(output: Output) -> dict:
             "properties": {"model": {"type": "string"},
                            "accepted": {"type": "integer", "minimum": 1}}},
         "LiveEvidence": {
-            "type": "object", "required": ["model", "hours", "versions"],
+            "type": "object", "required": ["model", "hours", "versions", "rollout"],
             "properties": {"model": {"type": "string"}, "hours": {"type": "number"},
+                           "rollout": _rollout_schema(),
                            "versions": {"type": "array", "items": {
                                "type": "object",
                                "required": ["version", "role", "requests", "errors", "metric",
@@ -293,6 +294,26 @@ def _feedback_link(output: Output) -> dict:
         "operationId": FEEDBACK_OPERATION, "parameters": {"path.name": "$request.path.name"},
         "requestBody": {"feedback": [_feedback_item(output, "$response.body#/prediction_id")]},
         "description": "the truth of the answer's first row"}}
+
+
+def _rollout_schema() -> dict:
+    """The rollout under way (null when none): candidate, mode, share, evidence, verdict."""
+    figure = {"type": "number", "nullable": True}
+    return {
+        "type": "object", "nullable": True,
+        "required": ["candidate", "live", "mode", "percent", "started_at", "verdict"],
+        "properties": {
+            "candidate": {"type": "string"}, "live": {"type": "string"},
+            "mode": {"type": "string", "enum": ["shadow", "canary"]},
+            "percent": {"type": "number"}, "started_at": {"type": "number"},
+            "source": {"type": "string"}, "policy": {"type": "object"},
+            "agreement": {"type": "object", "properties": {
+                "rows": {"type": "integer"}, "labels": figure, "mean_abs_diff": figure}},
+            "verdict": {"type": "object", "required": ["decision", "rule", "reason"],
+                        "properties": {
+                            "decision": {"type": "string",
+                                         "enum": ["promote", "abort", "wait"]},
+                            "rule": {"type": "string"}, "reason": {"type": "string"}}}}}
 
 
 def _feedback_paths(names: list[str], schema: str, output: Output) -> dict:

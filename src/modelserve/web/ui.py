@@ -314,16 +314,17 @@ def _accuracy_page(view: ModelView, notice: str = ""):
                    if e.get("action") in CHANGES_OF_LIVE_VERSION and e.get("version") in measured]
     line, scale = _timeline(activations, measured, metric)
     label = METRIC_LABELS.get(metric, metric)
-    on_live = None
+    on_live, rollout = None, None
     if service().prediction_log is not None and view.active_spec() is not None:
         try:
             on_live = evidence.evidence(service(), view)
+            rollout = evidence.rollout_status(service(), view)
         except Unavailable:  # the log unreadable now: the rest of the page still shows
             on_live = None
     return render_template("accuracy.html", versions=versions, measured=measured, model=view.name,
                            activations=activations, metric=metric, labels=METRIC_LABELS,
                            title=label[:1].upper() + label[1:], line=line, scale=scale,
-                           chart=charts, on_live=on_live, notice=notice,
+                           chart=charts, on_live=on_live, rollout=rollout, notice=notice,
                            truth_key=_truth_key(view))
 
 
