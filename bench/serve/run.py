@@ -1,12 +1,13 @@
 """Serving benchmark: one model, one single-row JSON request, wrk at 1/16/64 connections.
 
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
-           [--connections 1,16,64] [--only full,full2,full2-nolog,inline,inline2,echo-wsgi,
-           echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5] [--many-models 1,3,10]
-           [--tag run2]
+           [--connections 1,16,64] [--only full,full2,full2-nolog,full2-shadow,inline,inline2,
+           echo-wsgi,echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5]
+           [--many-models 1,3,10] [--tag run2]
 
-Servers: `modelserve up` (the full stack, with one and with two web processes, and with two
-without the prediction log: what the log costs),
+Servers: `modelserve up` (the full stack, with one and with two web processes, with two
+without the prediction log: what the log costs, and with two while a shadow rollout gets a
+copy of every request: what a shadow costs live),
 `modelserve up --inline` (the same Flask app calling the model in-process, no queue; with two
 web processes it is the ceiling on this machine), two JSON echoes with no model (WSGI under
 `gunicorn -w 2` sync workers, bare ASGI under granian with 2 workers: the HTTP layer's own
@@ -72,8 +73,8 @@ V2_PATH = f"/v2/models/{V2_MODEL}/infer"
 V2_BODY = json.dumps({"inputs": [{"name": "rows", "shape": [1, len(ROW)], "datatype": "FP32",
                                   "data": ROW}]}).encode()
 TOLERANCE = 1e-4
-SERVERS = ("full", "full2", "full2-nolog", "inline", "inline2", "echo-wsgi", "echo-asgi",
-           "bentoml", "ray", "mlserver", "pytriton", "original")
+SERVERS = ("full", "full2", "full2-nolog", "full2-shadow", "inline", "inline2", "echo-wsgi",
+           "echo-asgi", "bentoml", "ray", "mlserver", "pytriton", "original")
 # Each peer's venv is bench/work/<peer>-venv, pinned by peers/<peer>-requirements.txt.
 PEER_VENVS = ("bentoml", "granian", "ray", "mlserver", "pytriton")
 PEER_PACKAGES = {"bentoml": ["bentoml", "tensorflow-cpu", "keras", "numpy"],
@@ -368,6 +369,7 @@ class Context:
     model: Path
     procs: Processes
     ready_timeout: float
+    data: Path = Path()  # the shared test data (seed models)
     broker_url: str = ""  # the last full stack's broker, for the round-trip floor
 
 
@@ -601,6 +603,30 @@ class Server:
 
 
 LOG_OFF = {"MODELSERVE_PREDICTION_LOG": "off"}
+
+
+def start_shadowed(ctx: Context) -> tuple[str, str]:
+    """The 2-web-process stack while the development seed shadows every request, in a home of
+    its own (a copy: the rollout must not reach the other servers)."""
+    home = Path(ctx.env["MODELSERVE_HOME"])
+    shadow_home = home.with_name("home-shadow")
+    shutil.rmtree(shadow_home, ignore_errors=True)
+    shutil.copytree(home, shadow_home, symlinks=True,
+                    ignore=shutil.ignore_patterns("broker", "log"))
+    env = {**ctx.env, "MODELSERVE_HOME": str(shadow_home)}
+    modelserve = str(ctx.venv / "bin" / "modelserve")
+    seed = ctx.data / "seed-model" / "development"
+    run_checked([modelserve, "model", "import-legacy", str(seed / "model.json"),
+                 str(seed / "model.h5")], env, "modelserve model import-legacy")
+    settings = Settings(home=shadow_home)
+    candidate = json.loads((settings.registry_dir / "history.jsonl").read_text()
+                           .splitlines()[-1])["version"]
+    # Never decided within the run: the cost measured is that of a shadow under way.
+    begin = [modelserve, "models", "shadow", settings.model_name, candidate,
+             "--policy", "min_requests=1000000000"]
+    run_checked(begin, env, "modelserve models shadow")
+    base, shown, _ = launch_modelserve(replace(ctx, env=env), inline=False, web_processes=2)
+    return base, f"{shown} (after: modelserve models shadow {settings.model_name} {candidate})"
 STARTERS: dict[str, Server] = {
     "full": Server("modelserve up (full stack)", lambda ctx: start_modelserve(ctx, inline=False)),
     "full2": Server("modelserve up, 2 web processes",
@@ -608,6 +634,8 @@ STARTERS: dict[str, Server] = {
     "full2-nolog": Server("modelserve up, 2 web processes, prediction log off",
                           lambda ctx: start_modelserve(ctx, inline=False, web_processes=2,
                                                        env=LOG_OFF)),
+    "full2-shadow": Server("modelserve up, 2 web processes, a shadow of every request",
+                           start_shadowed),
     "inline": Server("modelserve up --inline (in-process)",
                      lambda ctx: start_modelserve(ctx, inline=True)),
     "inline2": Server("modelserve up --inline, 2 web processes (ceiling)",
@@ -1142,7 +1170,12 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         "with no model: the HTTP layer's own limit. Their check is that they counted one row.",
         *counting_lines(args),
         *floor_lines(results),
-        *log_cost_lines(results, args.connections),
+        *cost_lines(results, args.connections, "full2-nolog", "The prediction log's cost (the "
+                    "2-web-process stack, log on as by default, against the same stack with "
+                    "MODELSERVE_PREDICTION_LOG=off)", 0.10),
+        *cost_lines(results, args.connections, "full2-shadow", "A shadow's cost to live (the "
+                    "2-web-process stack, against the same stack while a shadow rollout gets a "
+                    "copy of every request, scored by the same two workers)", 0.50),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",
@@ -1175,25 +1208,27 @@ def floor_lines(results: list[dict]) -> list[str]:
             "Celery worker's."]
 
 
-def log_cost_lines(results: list[dict], connections: list[int]) -> list[str]:
-    """What the prediction log costs: the 2-web-process stack with it (the default) against
-    the same stack without it, in this run (goal: <= 10% throughput)."""
+def cost_lines(results: list[dict], connections: list[int], variant: str, what: str,
+               goal: float) -> list[str]:
+    """What a variant of the 2-web-process stack costs against it (full2) in this run, per
+    connection count: the variant's throughput is the one without the cost (full2-nolog)
+    or with it (full2-shadow)."""
     by_name = {r["name"]: r for r in results}
-    on, off = by_name.get("full2"), by_name.get("full2-nolog")
-    if on is None or off is None or "error" in on or "error" in off:
+    base, other = by_name.get("full2"), by_name.get(variant)
+    if base is None or other is None or "error" in base or "error" in other:
         return []
+    # The run that pays the cost, and the one that does not.
+    with_cost, without = (base, other) if variant.endswith("nolog") else (other, base)
     parts = []
     for count in connections:
-        with_log, without = on["cells"].get(count), off["cells"].get(count)
-        if with_log and without and without["rps"]:
-            cost = 1 - with_log["rps"] / without["rps"]
-            parts.append(f"{count} conn: {with_log['rps']:,.0f} vs {without['rps']:,.0f} req/s "
-                         f"(cost {cost:+.1%}, p99 {format_ms(with_log['p99_ms'])} vs "
-                         f"{format_ms(without['p99_ms'])} ms, goal <= 10%: "
-                         f"{'met' if cost <= 0.10 else 'not met'})")
-    return ["- The prediction log's cost (the 2-web-process stack, log on as by default, "
-            "against the same stack with MODELSERVE_PREDICTION_LOG=off): " + "; ".join(parts)
-            + "."] if parts else []
+        paying, free = with_cost["cells"].get(count), without["cells"].get(count)
+        if paying and free and free["rps"]:
+            cost = 1 - paying["rps"] / free["rps"]
+            parts.append(f"{count} conn: {paying['rps']:,.0f} vs {free['rps']:,.0f} req/s "
+                         f"(cost {cost:+.1%}, p99 {format_ms(paying['p99_ms'])} vs "
+                         f"{format_ms(free['p99_ms'])} ms, goal <= {goal:.0%}: "
+                         f"{'met' if cost <= goal else 'not met'})")
+    return [f"- {what}: " + "; ".join(parts) + "."] if parts else []
 
 
 def write_results(lines: list[str], results: list[dict], info: dict, model: dict,
@@ -1271,7 +1306,7 @@ def main() -> None:
             env = prepare_home(args.venv, args.data, WORK / "home")
             probability, version = reference_probability(args.venv, env, WORK)
             model = (WORK / "home" / "registry" / "active" / "model.keras").resolve()
-            ctx = Context(args.venv, env, model, procs, args.ready_timeout)
+            ctx = Context(args.venv, env, model, procs, args.ready_timeout, args.data)
             if args.counts:
                 results = [bench_models(count, ctx, args, probability) for count in args.counts]
             else:

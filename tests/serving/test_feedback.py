@@ -32,10 +32,13 @@ def answered(url: str, dataset, count: int = REQUESTS) -> list[tuple[int, dict]]
 
 
 @pytest.fixture(scope="module")
-def stack(serving_home: Path):
-    """A stack of its own with two web processes: an answer and its feedback may meet
-    different processes, each with its own writer of the log."""
-    running = start_stack(serving_home, "--workers", "2", "--web-processes", "2")
+def stack(tmp_path_factory, shared_data: Path, pima_csv: Path):
+    """A stack of its own, on a home of its own (no other test's answers or feedback in its
+    log), with two web processes: an answer and its feedback may meet different processes,
+    each with its own writer of the log."""
+    home = tmp_path_factory.mktemp("feedback") / "home"
+    prepare_home(home, shared_data, pima_csv, ("production", "development"), active="production")
+    running = start_stack(home, "--workers", "2", "--web-processes", "2")
     try:
         running.wait_ready(workers=2)
         yield running
