@@ -1175,7 +1175,7 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
                     "MODELSERVE_PREDICTION_LOG=off)", 0.10),
         *cost_lines(results, args.connections, "full2-shadow", "A shadow's cost to live (the "
                     "2-web-process stack, against the same stack while a shadow rollout gets a "
-                    "copy of every request, scored by the same two workers)", 0.50),
+                    "copy of every request, scored by the same two workers)", 0.25),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",

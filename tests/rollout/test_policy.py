@@ -6,7 +6,7 @@ import pytest
 
 from modelserve.predlog.live import VersionLive
 from modelserve.predlog.records import Role
-from modelserve.rollout.policy import Decision, judge
+from modelserve.rollout.policy import Decision, judge, progress
 from modelserve.rollout.state import Mode, Policy, Rollout
 
 START = 1_800_000_000.0
@@ -86,3 +86,16 @@ def test_rmse_regression_is_relative_and_lower_is_better():
                             (5.0, Decision.PROMOTE)):
         assert judge(rollout(), live, candidate(metric="rmse", value=value),
                      START).decision is decision
+
+
+def test_progress_says_how_far_each_rule_is():
+    """The page's table: requests and labels short, duration, errors, latency, metric."""
+    shown = {item.rule: item for item in progress(
+        rollout(), figures(), candidate(requests=60, labelled=10, value=0.70), START + 1800)}
+    assert (shown["min_requests"].now, shown["min_requests"].met) == ("60", False)
+    assert (shown["min_labelled"].now, shown["min_labelled"].met) == ("10", False)
+    assert shown["max_hours"].now == "0.50 h" and shown["max_hours"].met
+    assert shown["max_error_rate_increase"].met and shown["max_latency_ratio"].met
+    assert not shown["max_metric_regression"].met
+    assert [item.rule for item in progress(rollout(), None, None, START)] == [
+        "min_requests", "min_labelled", "max_hours"]

@@ -116,9 +116,13 @@ def test_a_shadow_that_does_well_on_feedback_is_promoted(home, dataset):
         assert (rollout["mode"], rollout["candidate"], rollout["live"]) == (
             "shadow", candidate, live)
         assert rollout["agreement"]["rows"] == 760 and rollout["verdict"]["decision"] == "promote"
-        page = client.get("/models/diabetes/accuracy").get_data(as_text=True)
+        assert 'id="rollout-notice"' in client.get("/models/diabetes/accuracy").get_data(
+            as_text=True)
+        page = client.get("/models/diabetes/rollout").get_data(as_text=True)
         assert 'id="rollout" data-mode="shadow" data-decision="promote"' in page
         assert "Agreement with live on 760 rows" in page
+        assert page.count('data-met="true"') == 6  # every rule of the policy
+        assert '<tr data-side="candidate">' in page
         exposed = client.get("/metrics").get_data(as_text=True)
         assert (f'modelserve_rollout_percent{{candidate="{candidate}",live="{live}",'
                 f'mode="shadow",model="diabetes"}} 100.0') in exposed
@@ -135,6 +139,12 @@ def test_a_shadow_that_does_well_on_feedback_is_promoted(home, dataset):
     assert last["action"] == "activate" and last["source"] == "rollout"
     assert last["reason"].startswith("promoted from shadow: evidence: accuracy")
     assert RolloutStore(registry.root).read() is None
+    client, service = serve(settings)
+    try:
+        page = client.get("/models/diabetes/rollout").get_data(as_text=True)
+    finally:
+        service.close()
+    assert 'id="no-rollout"' in page and "promoted from shadow: evidence" in page
 
 
 @pytest.fixture(scope="module")

@@ -93,9 +93,11 @@ class PredictionLog:
             yield connection
 
     def write(self, connection: sqlite3.Connection, entries: Sequence[Answered]) -> None:
-        """Append answers (and the requests they answer, once each) in one transaction."""
+        """Append answers (and the requests they answer, once each) in one transaction. A
+        shadow's answer is to a request its live answer logged, under the same id: its rows
+        are not written again."""
         requests = [(e.prediction_id, e.model, e.at, len(e.rows), _width(e.rows),
-                     _blob(e.rows)) for e in entries]
+                     _blob(e.rows)) for e in entries if e.role is not Role.SHADOW]
         answers = [(e.prediction_id, e.model, e.version, e.role.value, e.at, e.latency,
                     len(e.rows), 0 if e.outputs is None else _width(e.outputs),
                     None if e.outputs is None else _blob(e.outputs), e.error)

@@ -125,3 +125,48 @@ def _summary(live: VersionLive, candidate: VersionLive) -> str:
             f"live's {value(live)} on {live.labelled}; errors {candidate.error_rate:.1%} "
             f"against {live.error_rate:.1%}; p99 {p99(candidate)} against {p99(live)}; "
             f"{candidate.requests} requests")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One rule of the policy: what it asks, where the evidence stands, whether it is met."""
+
+    rule: str
+    wanted: str
+    now: str
+    met: bool
+
+
+def progress(rollout: Rollout, live: VersionLive | None, candidate: VersionLive | None,
+             now: float) -> list[Requirement]:
+    """How far the evidence is, rule by rule (what the rollout page shows)."""
+    policy = rollout.policy
+    requests = 0 if candidate is None else candidate.requests
+    fewest = min(0 if candidate is None else candidate.labelled,
+                 0 if live is None else live.labelled)
+    hours = (now - rollout.started_at) / 3600
+    found = [
+        Requirement("min_requests", f"{policy.min_requests}", f"{requests}",
+                    requests >= policy.min_requests),
+        Requirement("min_labelled", f"{policy.min_labelled} each", f"{fewest}",
+                    fewest >= policy.min_labelled),
+        Requirement("max_hours", f"{policy.max_hours:g} h", f"{hours:.2f} h",
+                    hours < policy.max_hours),
+    ]
+    if candidate is not None and live is not None:
+        increase = candidate.error_rate - live.error_rate
+        found.append(Requirement("max_error_rate_increase",
+                                 f"+{policy.max_error_rate_increase:.1%}", f"{increase:+.1%}",
+                                 increase <= policy.max_error_rate_increase))
+        if candidate.latency_p99 is not None and live.latency_p99 is not None:
+            bound = live.latency_p99 * policy.max_latency_ratio + LATENCY_SLACK_SECONDS
+            found.append(Requirement("max_latency_ratio", f"p99 <= {bound * 1000:.1f} ms",
+                                     f"{candidate.latency_p99 * 1000:.1f} ms",
+                                     candidate.latency_p99 <= bound))
+        if candidate.value is not None and live.value is not None:
+            regressed = _metric_regression(rollout, live, candidate)
+            found.append(Requirement("max_metric_regression",
+                                     f"{policy.max_metric_regression:g} at most",
+                                     f"{candidate.value:.4f} against {live.value:.4f}",
+                                     regressed is None))
+    return found

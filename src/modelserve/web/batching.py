@@ -79,6 +79,7 @@ class Request:
     timeout: float
     future: Future[Prediction] | asyncio.Future[Prediction] = field(default_factory=Future)
     version: str = ""  # "": the active one
+    sent: float | None = None  # when its batch was published (monotonic)
 
     @property
     def target(self) -> tuple[str, str]:

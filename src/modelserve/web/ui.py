@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 import secrets
 import tempfile
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from modelserve.model.runtime import InputError, Scores
 from modelserve.model.spec import HEADLINE, METRIC_LABELS, TASK_METRICS, ModelSpec, Task
 from modelserve.predlog.feedback import read_csv, truth_key
 from modelserve.registry import VersionInfo
+from modelserve.rollout.policy import progress
 from modelserve.web import charts, error_response, evidence, service
 from modelserve.web.app_service import ModelView
 from modelserve.web.evaluation import Measured, held_rows, rows_to_judge
@@ -326,6 +328,36 @@ def _accuracy_page(view: ModelView, notice: str = ""):
                            title=label[:1].upper() + label[1:], line=line, scale=scale,
                            chart=charts, on_live=on_live, rollout=rollout, notice=notice,
                            truth_key=_truth_key(view))
+
+
+ROLLOUT_EVENTS = ("shadow", "canary", "abort")
+
+
+@blueprint.get("/rollout")
+@blueprint.get("/models/<name>/rollout")
+def rollout(name: str | None = None):
+    """A model's rollout: live and candidate side by side, the policy, how far it is."""
+    view = _view(name)
+    found, problem = None, ""
+    if service().prediction_log is None:
+        problem = evidence.LOG_OFF
+    else:
+        try:
+            found = evidence.rollout_status(service(), view)
+        except Unavailable as error:  # the log unreadable now: say so, show the history
+            problem = str(error)
+    requirements = [] if found is None else progress(found.rollout, found.live, found.candidate,
+                                                     time.time())
+    events = [event for event in view.registry.history()
+              if event.get("action") in ROLLOUT_EVENTS or event.get("source") == "rollout"]
+    return render_template("rollout.html", model=view.name, found=found, problem=problem,
+                           requirements=requirements, events=events[-10:],
+                           labels=METRIC_LABELS, when=_utc)
+
+
+def _utc(seconds: float) -> str:
+    """A time as the pages show it (UTC, to the second)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _truth_key(view: ModelView) -> str:
