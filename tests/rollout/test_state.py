@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
-from modelserve.rollout import routing
+from modelserve.rollout import control, routing
 from modelserve.rollout.options import Planned, planned_rollout
 from modelserve.rollout.state import (
     MAX_FILE_BYTES,
@@ -89,3 +90,13 @@ def test_push_options_ask_for_a_rollout():
                            ({"shadow": "", "policy.speed": "1"}, "unknown policy setting")):
         with pytest.raises(RolloutError, match=words):
             planned_rollout(options)
+
+
+def test_one_process_of_a_home_judges_at_a_time(tmp_path):
+    """The judge's lock: taken once; free again when its holder lets go (or ends)."""
+    first = control.judge_lock(tmp_path)
+    assert first is not None and control.judge_lock(tmp_path) is None
+    os.close(first)
+    second = control.judge_lock(tmp_path)
+    assert second is not None
+    os.close(second)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelserve.predlog import live as live_figures
 from modelserve.predlog.live import Agreement, VersionLive
@@ -25,6 +26,7 @@ from modelserve.rollout.policy import Decision, Verdict, judge
 from modelserve.rollout.state import Mode, Policy, Rollout, RolloutError, RolloutStore
 
 LOCK_FILE = "rollout.lock"
+JUDGE_LOCK_FILE = "judge.lock"
 SOURCE = "rollout"
 
 
@@ -80,8 +82,9 @@ def _check_compatible(registry: Registry, live: str, candidate: str) -> None:
 
 
 def status(rollout: Rollout, log: PredictionLog, registry: Registry,
-           now: float | None = None) -> RolloutStatus:
-    """A rollout's evidence since it began, and the verdict on it now."""
+           now: float | None = None, agreement: bool = True) -> RolloutStatus:
+    """A rollout's evidence since it began, and the verdict on it now (with agreement=False,
+    without the agreement with live, which no rule reads: the judge's way)."""
     now = time.time() if now is None else now
     spec = registry.get(rollout.live).spec
     if spec is None:
@@ -94,10 +97,11 @@ def status(rollout: Rollout, log: PredictionLog, registry: Registry,
     candidate_role = Role.SHADOW if rollout.mode is Mode.SHADOW else Role.CANARY
     candidate = next((item for item in found if item.version == rollout.candidate
                       and item.role is candidate_role), None)
-    paired = log.paired(rollout.model, rollout.candidate, since)
-    agreement = live_figures.agreement(spec.output, paired.live, paired.candidate)
-    return RolloutStatus(rollout, live, candidate, agreement,
-                         judge(rollout, live, candidate, now))
+    agreed = Agreement(0, None, None)
+    if agreement:
+        paired = log.paired(rollout.model, rollout.candidate, since)
+        agreed = live_figures.agreement(spec.output, paired.live, paired.candidate)
+    return RolloutStatus(rollout, live, candidate, agreed, judge(rollout, live, candidate, now))
 
 
 def decide(registry: Registry, log: PredictionLog, now: float | None = None
@@ -115,7 +119,7 @@ def decide(registry: Registry, log: PredictionLog, now: float | None = None
             _end(registry, store, rollout, "abort", "the live version changed to "
                  f"{registry.active_version()} during the rollout")
             return None
-        found = status(rollout, log, registry, now)
+        found = status(rollout, log, registry, now, agreement=False)
         if found.verdict.decision is Decision.PROMOTE:
             _end(registry, store, rollout, "promote", _verdict_line(found.verdict))
         elif found.verdict.decision is Decision.ABORT:
@@ -155,6 +159,19 @@ def _verdict_line(verdict: Verdict) -> str:
 def _policy_line(policy: Policy) -> str:
     """A policy in one line, as the history keeps it."""
     return ", ".join(f"{name}={value:g}" for name, value in vars(policy).items())
+
+
+def judge_lock(registry_root: Path) -> int | None:
+    """Take the home's judge lock without waiting: its descriptor (held until closed, or
+    until the process ends), or None when another process holds it."""
+    registry_root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(registry_root / JUDGE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @contextmanager

@@ -44,6 +44,8 @@ Predictor = InlinePredictor | QueuePredictor
 DEFAULT_NAME_SECONDS = 0.25
 # How long a process keeps a model's rollout record: a rollout begun or ended shows within it.
 ROLLOUT_SECONDS = 0.25
+# The judge waits at least this many times as long as its last judgement took.
+JUDGE_SHARE = 20
 # The header whose value keeps one client on one version during a canary.
 ROUTING_HEADER = "X-Routing-Key"
 logger = logging.getLogger(__name__)
@@ -296,14 +298,25 @@ class Service:
         return self._predictor
 
     def _start_judge(self) -> None:
-        """Judge the rollouts under way every rollout_judge_seconds, in a thread of its own
-        (each web process does; the rollout lock lets one of them act)."""
+        """Judge the rollouts under way in a thread of its own, in one web process of the
+        home: the one that holds the judge's lock (another takes it over if that one ends)."""
         if self.settings.prediction_log_file is None or self.settings.rollout_judge_seconds <= 0:
             return  # no evidence, nothing to judge by
 
         def judging() -> None:
-            while not self._stopping.wait(self.settings.rollout_judge_seconds):
+            wait, lock = self.settings.rollout_judge_seconds, None
+            while not self._stopping.wait(wait):
+                lock = lock if lock is not None else control.judge_lock(self.catalog.root)
+                if lock is None:
+                    continue  # another process judges
+                started = time.perf_counter()
                 self.judge_rollouts()
+                # Reading the evidence grows with the rollout: keep it to 1/JUDGE_SHARE of
+                # one core, however long the log.
+                wait = max(self.settings.rollout_judge_seconds,
+                           JUDGE_SHARE * (time.perf_counter() - started))
+            if lock is not None:
+                os.close(lock)
 
         self._judge = threading.Thread(target=judging, name="rollout-judge", daemon=True)
         self._judge.start()
