@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from modelserve.commands.common import model_name, open_registry
@@ -41,26 +43,31 @@ def _begin(settings: Settings, name: str, version: str, mode: Mode, percent: flo
                f"(`modelserve models rollout {rollout.model}` shows the evidence)")
 
 
-@models.command("shadow")
-@click.argument("name")
-@click.argument("version")
-@click.option("--percent", type=click.FloatRange(0, 100, min_open=True), default=100.0,
-              show_default=True, help="Share of live requests copied to the candidate.")
-@click.option("--policy", "policy", multiple=True, metavar="NAME=VALUE", help=POLICY_HELP)
-@click.pass_obj
+def _rollout_command(mode: Mode, default_percent: float, share: str) -> Callable:
+    """The `shadow` and `canary` commands: NAME VERSION, the share, the policy."""
+    def decorate(function: Callable) -> Callable:
+        for option in (
+            click.pass_obj,
+            click.option("--policy", "policy", multiple=True, metavar="NAME=VALUE",
+                         help=POLICY_HELP),
+            click.option("--percent", type=click.FloatRange(0, 100, min_open=True),
+                         default=default_percent, show_default=True, help=share),
+            click.argument("version"),
+            click.argument("name"),
+        ):
+            function = option(function)
+        return models.command(mode.value)(function)
+    return decorate
+
+
+@_rollout_command(Mode.SHADOW, 100.0, "Share of live requests copied to the candidate.")
 def shadow_command(settings: Settings, name: str, version: str, percent: float,
                    policy: tuple[str, ...]) -> None:
     """Send model NAME's VERSION a copy of live requests; its answers go to nobody."""
     _begin(settings, name, version, Mode.SHADOW, percent, policy)
 
 
-@models.command("canary")
-@click.argument("name")
-@click.argument("version")
-@click.option("--percent", type=click.FloatRange(0, 100, min_open=True), default=10.0,
-              show_default=True, help="Share of requests the candidate answers.")
-@click.option("--policy", "policy", multiple=True, metavar="NAME=VALUE", help=POLICY_HELP)
-@click.pass_obj
+@_rollout_command(Mode.CANARY, 10.0, "Share of requests the candidate answers.")
 def canary_command(settings: Settings, name: str, version: str, percent: float,
                    policy: tuple[str, ...]) -> None:
     """Let model NAME's VERSION answer a share of the requests (an X-Routing-Key header keeps

@@ -131,15 +131,14 @@ class ModelView:
         """Score rows with this model within the request deadline."""
         rollout = self.rollout()
         plan = self._plan(rollout, routing_key)
+        ends = time.perf_counter() + self.settings.request_timeout  # one deadline for all tries
         for attempt, (version, role) in enumerate(plan, 1):
             at, started = time.time(), time.perf_counter()
             try:
-                prediction = self._predictor().predict(rows, self.settings.request_timeout,
+                prediction = self._predictor().predict(rows, ends - time.perf_counter(),
                                                        self.name, version)
             except UserError as error:
-                self._log_failure(rows, at, started, error, version, role)
-                if attempt == len(plan) or isinstance(error, DeadlineExceeded):
-                    raise
+                self._failed(error, attempt == len(plan), rows, at, started, version, role)
                 continue
             return self._answered(prediction, rows, at, started, role, rollout)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
@@ -149,18 +148,25 @@ class ModelView:
         """The same on the web process's event loop (the hot path)."""
         rollout = self.rollout()
         plan = self._plan(rollout, routing_key)
+        ends = time.perf_counter() + self.settings.request_timeout  # one deadline for all tries
         for attempt, (version, role) in enumerate(plan, 1):
             at, started = time.time(), time.perf_counter()
             try:
                 prediction = await self._predictor().predict_async(
-                    rows, self.settings.request_timeout, self.name, version)
+                    rows, ends - time.perf_counter(), self.name, version)
             except UserError as error:
-                self._log_failure(rows, at, started, error, version, role)
-                if attempt == len(plan) or isinstance(error, DeadlineExceeded):
-                    raise
+                self._failed(error, attempt == len(plan), rows, at, started, version, role)
                 continue
             return self._answered(prediction, rows, at, started, role, rollout)
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    def _failed(self, error: UserError, last: bool, rows: np.ndarray, at: float,
+                started: float, version: str, role: Role) -> None:
+        """Log a failed attempt; raise it again if it was the last one, or if the deadline
+        is spent (live cannot answer in its place in time)."""
+        self._log_failure(rows, at, started, error, version, role)
+        if last or isinstance(error, DeadlineExceeded):
+            raise error
 
     def _answered(self, prediction: Prediction, rows: np.ndarray, at: float, started: float,
                   role: Role, rollout: Rollout | None) -> Prediction:

@@ -97,7 +97,7 @@ class Request:
 
     def late(self) -> DeadlineExceeded:
         """The refusal for this caller at its deadline (the same whoever notices first)."""
-        return DeadlineExceeded(f"no answer within {self.timeout:g} s")
+        return DeadlineExceeded(f"no answer within {float(f'{self.timeout:.3g}'):g} s")
 
     def settle(self, outcome: Prediction | UserError) -> None:
         """Complete the caller's future once (a late duplicate is ignored)."""
