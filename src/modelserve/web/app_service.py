@@ -310,13 +310,19 @@ class Service:
             return  # no evidence, nothing to judge by
 
         def judging() -> None:
-            wait, lock = self.settings.rollout_judge_seconds, None
+            wait, lock, said = self.settings.rollout_judge_seconds, None, ""
             while not self._stopping.wait(wait):
-                lock = lock if lock is not None else control.judge_lock(self.catalog.root)
-                if lock is None:
-                    continue  # another process judges
                 started = time.perf_counter()
-                self.judge_rollouts()
+                try:
+                    lock = lock if lock is not None else control.judge_lock(self.catalog.root)
+                    if lock is None:
+                        continue  # another process judges
+                    self.judge_rollouts()
+                except Exception as error:  # the judge outlives any one bad moment of the disk
+                    if str(error) != said:  # once per cause, not every round
+                        logger.warning("judging the rollouts failed (%s: %s); trying again",
+                                       type(error).__name__, error)
+                    said = str(error)
                 # Reading the evidence grows with the rollout: keep it to 1/JUDGE_SHARE of
                 # one core, however long the log.
                 wait = max(self.settings.rollout_judge_seconds,
