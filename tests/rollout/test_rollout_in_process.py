@@ -8,14 +8,11 @@ RabbitMQ and the workers are tests/serving/test_rollout.py.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TEST_EPOCHS
-from tiers import needs
 
 from modelserve.commands.models import models
 from modelserve.config import Settings, load_settings
@@ -145,47 +142,6 @@ def test_a_shadow_that_does_well_on_feedback_is_promoted(home, dataset):
     finally:
         service.close()
     assert 'id="no-rollout"' in page and "promoted from shadow: evidence" in page
-
-
-@pytest.fixture(scope="module")
-@needs("model training")
-def shuffled_bundle(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:
-    """A model trained, as ours are, on the Pima rows with their labels shuffled."""
-    from modelserve.model.training import TrainingConfig, train_bundle
-
-    labels = np.random.default_rng(11).permutation(dataset.labels)
-    out = tmp_path_factory.mktemp("shuffled") / "bundle"
-    train_bundle(replace(dataset, labels=labels, sha256="shuffled"),
-                 TrainingConfig(epochs=TEST_EPOCHS), out)
-    check_here(out)
-    return out
-
-
-@pytest.mark.slow  # it trains a model
-def test_a_shadow_trained_on_shuffled_labels_is_aborted_on_feedback(home, dataset,
-                                                                    shuffled_bundle):
-    """It answers every copy, without an error, but the truth that comes back shows it worse
-    than live by more than the policy allows: aborted on the metric, live stays."""
-    settings, registry, live, _ = home
-    shuffled = registry.add(shuffled_bundle, source="test").version
-    cli(settings, "shadow", "diabetes", shuffled, "--policy", "min_requests=50", "--policy",
-        "min_labelled=500")
-    client, service = serve(settings)
-    try:
-        answers = [predict(client, dataset.features[i:i + 8]) for i in range(0, 760, 8)]
-        assert logged(service, Role.SHADOW, len(answers)) == len(answers)
-        feedback = [{"prediction_id": answer["prediction_id"], "row": row,
-                     "label": int(dataset.labels[i * 8 + row])}
-                    for i, answer in enumerate(answers) for row in range(8)]
-        assert client.post(FEEDBACK, json={"feedback": feedback}).status_code == 200
-        judged = service.judge_rollouts()
-    finally:
-        service.close()
-    verdict = judged[0].verdict
-    assert (verdict.decision, verdict.rule) == (Decision.ABORT, "max_metric_regression"), verdict
-    assert judged[0].candidate is not None and judged[0].candidate.errors == 0
-    assert registry.active_version() == live
-    assert registry.history()[-1]["action"] == "abort"
 
 
 def test_a_failing_shadow_is_aborted_and_costs_live_nothing(home, dataset):

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from conftest import TEST_EPOCHS
 from delivery import pushes
+from tiers import needs
 
 from modelserve.config import load_settings
 from modelserve.model.runtime import ModelRuntime
@@ -146,6 +149,45 @@ def test_a_failing_shadow_costs_no_live_error_and_is_aborted(stack, home, seeds,
         "GET", f"{stack.url}/api/v1/models/diabetes/live"))["versions"]}
     assert figures[(live, "live")]["errors"] == 0
     assert figures[(broken, "shadow")]["errors"] >= 20
+
+
+@pytest.fixture(scope="module")
+@needs("model training")
+def shuffled_bundle(tmp_path_factory, dataset) -> Path:
+    """A model trained, as ours are, on the Pima rows with their labels shuffled."""
+    from modelserve.model.training import TrainingConfig, train_bundle
+
+    labels = np.random.default_rng(11).permutation(dataset.labels)
+    out = tmp_path_factory.mktemp("shuffled") / "bundle"
+    train_bundle(replace(dataset, labels=labels, sha256="shuffled"),
+                 TrainingConfig(epochs=TEST_EPOCHS), out)
+    return out
+
+
+def test_a_shadow_trained_on_shuffled_labels_is_aborted_on_feedback(stack, home, seeds,
+                                                                    dataset, shuffled_bundle):
+    """It answers every copy without an error, but the truth fed back shows it worse than
+    live by more than the policy allows: the judge aborts it on the metric; live stays."""
+    live, _ = seeds
+    added = run_cli("models", "add", shuffled_bundle, home=home)
+    assert added.returncode == 0, added.stderr
+    shuffled = Registry(home / "registry").history()[-1]["version"]
+    begun = run_cli("models", "shadow", "diabetes", shuffled, "--policy", "min_requests=50",
+                    "--policy", "min_labelled=400", home=home)
+    assert begun.returncode == 0, begun.stderr
+    time.sleep(0.5)
+    blocks = [dataset.features[i:i + 8] for i in range(0, 480, 8)]
+    given = answers(stack.url, blocks)
+    assert {answer["model_version"] for answer in given} == {live}
+    feedback = [{"prediction_id": answer["prediction_id"], "row": row,
+                 "label": int(dataset.labels[i * 8 + row])}
+                for i, answer in enumerate(given) for row in range(8)]
+    sent = post_json(f"{stack.url}/api/v1/models/diabetes/feedback", {"feedback": feedback})
+    assert sent.status == 200, sent.body
+    event = last_event(home, "abort")
+    assert event["action"] == "abort" and event["version"] == shuffled, event
+    assert "max_metric_regression" in event["reason"], event
+    assert Registry(home / "registry").active_version() == live
 
 
 def test_a_canary_answers_its_share_keys_stick_and_a_restart_carries_on(stack, home, seeds,
