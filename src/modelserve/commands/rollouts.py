@@ -37,8 +37,7 @@ def _begin(settings: Settings, name: str, version: str, mode: Mode, percent: flo
     registry = open_registry(settings, name)
     rollout = control.begin(registry, model_name(settings, name), version, mode, percent,
                             _policy(policy), "cli")
-    what = ("gets a copy of" if mode is Mode.SHADOW else "answers")
-    click.echo(f"{rollout.model}: {rollout.candidate} {what} {percent:g}% of the requests "
+    click.echo(f"{rollout.model}: {rollout.candidate} {mode.share(percent)} "
                f"beside the live {rollout.live}; it is promoted or aborted by its policy "
                f"(`modelserve models rollout {rollout.model}` shows the evidence)")
 

@@ -35,7 +35,6 @@ from modelserve.registry import Registry, VersionInfo
 from modelserve.registry.catalog import Catalog
 from modelserve.rollout import control
 from modelserve.rollout.options import Planned
-from modelserve.rollout.state import Mode
 from modelserve.tls import client_context
 
 
@@ -196,11 +195,10 @@ def _roll_out(settings: Settings, pending: Path, note: dict, staged: list[Staged
         if model.get("model_files"):
             remember(settings, model["name"], model["model_files"], done.info.version)
     shutil.rmtree(pending, ignore_errors=True)
-    what = "gets a copy of" if planned.mode is Mode.SHADOW else "answers"
     for done in staged:
-        say(f"{planned.mode}: {done.info.version} ({done.name}) {what} {planned.percent:g}% of "
-            f"the requests beside the live {done.previous}; `modelserve models rollout "
-            f"{done.name}` shows the evidence")
+        say(f"{planned.mode}: {done.info.version} ({done.name}) "
+            f"{planned.mode.share(planned.percent)} beside the live {done.previous}; "
+            f"`modelserve models rollout {done.name}` shows the evidence")
     return [done.info.version for done in staged]
 
 

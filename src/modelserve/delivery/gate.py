@@ -60,7 +60,7 @@ from modelserve.model.spec import Metrics, ModelSpec
 from modelserve.registry import Registry, RegistryError
 from modelserve.registry.catalog import Catalog
 from modelserve.rollout.options import Planned, planned_rollout
-from modelserve.rollout.state import Mode, RolloutError
+from modelserve.rollout.state import RolloutError
 from modelserve.sandbox.confined import (
     check_bundle_confined,
     convert_legacy_confined,
@@ -232,9 +232,8 @@ def judge_push(settings: Settings, config: DeliveryConfig, update: Update,
         shutil.rmtree(scratch, ignore_errors=True)
     lines = [_acceptance(update.new, verdict) for verdict in verdicts]
     if planned is not None and models:
-        what = "gets a copy of" if planned.mode is Mode.SHADOW else "answers"
-        lines.append(f"rollout: not live yet; the candidate {what} {planned.percent:g}% of the "
-                     f"requests, and its policy promotes or aborts it on live evidence")
+        lines.append(f"rollout: not live yet; the candidate {planned.mode.share(planned.percent)}"
+                     ", and its policy promotes or aborts it on live evidence")
     if not models:
         lines.append(f"accepted {update.new[:12]}: no model changed; nothing to deploy")
     return lines + [_removed_line(name) for name in removed]

@@ -109,8 +109,6 @@ def decide(registry: Registry, log: PredictionLog, now: float | None = None
     """Judge a model's rollout, and promote or abort it when the evidence is in. Another
     process deciding at the same moment is not waited for (None: nothing judged)."""
     store = RolloutStore(registry.root)
-    if store.read() is None:
-        return None
     with _locked(registry, wait=False) as held:
         rollout = store.read() if held else None
         if rollout is None:

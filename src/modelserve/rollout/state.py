@@ -33,6 +33,11 @@ class Mode(StrEnum):
     SHADOW = "shadow"  # a copy of `percent` of the requests; its answers go to nobody
     CANARY = "canary"  # it answers `percent` of the requests itself
 
+    def share(self, percent: float) -> str:
+        """What the candidate gets, in words: "answers 10% of the requests"."""
+        what = "gets a copy of" if self is Mode.SHADOW else "answers"
+        return f"{what} {percent:g}% of the requests"
+
 
 @dataclass(frozen=True)
 class Policy:

@@ -340,12 +340,12 @@ class Service:
             return []
         judged = []
         for name in self.catalog.names():
-            registry = self.model(name).registry
-            if not RolloutStore(registry.root).path.exists():
+            view = self.model(name)
+            if not view.rollouts.path.exists():
                 continue
             writer.flush()  # this process's own answers of the last moment count too
             try:
-                found = control.decide(registry, store)
+                found = control.decide(view.registry, store)
             except (UserError, sqlite3.Error, OSError) as error:
                 if self._judge_problems.get(name) != str(error):
                     logger.warning("model %s: the rollout cannot be judged now: %s", name, error)
@@ -462,7 +462,6 @@ class Service:
             await self._predictor.aclose()
         if self._log is not None:
             await asyncio.to_thread(self._log.close)
-
 
     def _stop_judge(self) -> None:
         """End the judge's thread (a judgement under way finishes first)."""

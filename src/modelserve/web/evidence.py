@@ -124,15 +124,17 @@ def evidence(service: Service, view: ModelView, hours: float = DEFAULT_WINDOW_HO
                             if item.version in stored else None) for item in found]
 
 
-def rollout_status(service: Service, view: ModelView) -> RolloutStatus | None:
+def rollout_status(service: Service, view: ModelView, agreement: bool = True
+                   ) -> RolloutStatus | None:
     """The model's rollout under way with its evidence and verdict (None: no rollout, or
-    none that can be judged here)."""
+    none that can be judged here); with agreement=False, without reading the pairs of
+    answers that agreement takes."""
     rollout, store = view.rollout(), service.prediction_log
     if rollout is None or store is None:
         return None
     with refusals():
         try:
-            return control.status(rollout, store, view.registry)
+            return control.status(rollout, store, view.registry, agreement=agreement)
         except UserError as error:  # e.g. the live version's manifest unreadable
             log.warning("model %s: the rollout's evidence cannot be read: %s", view.name, error)
             return None

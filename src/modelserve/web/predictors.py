@@ -76,7 +76,6 @@ class InlinePredictor:
         self._served = ServedModels(Catalog.of(settings), settings.max_loaded_models)
         self._shadow_pool: ThreadPoolExecutor | None = None
         self._shadows_pending = 0  # changed under the GIL by += and -=: a bound, not a count
-        self.shadows_dropped = 0
 
     def predict(self, rows: np.ndarray, timeout: float, model: str = "",
                 version: str = "") -> Prediction:
@@ -97,7 +96,6 @@ class InlinePredictor:
         """Score a copy with a candidate on a thread of its own, never on the caller's;
         False when too many copies wait (the copy is dropped)."""
         if self._shadows_pending >= MAX_SHADOW_WAITING:
-            self.shadows_dropped += 1
             return False
         if self._shadow_pool is None:
             self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
@@ -138,12 +136,11 @@ class QueuePredictor:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None):
         self._settings = settings
         self._reply_queue = f"modelserve.reply.{uuid.uuid4().hex}"
-        self._batcher = Batcher(Limits.of(settings), clock=time.monotonic)
         limits = Limits.of(settings)
+        self._batcher = Batcher(limits, clock=time.monotonic)
         self._shadows = Batcher(
             Limits(limits.max_rows, max(limits.window, SHADOW_WINDOW_SECONDS), SHADOW_INFLIGHT),
             clock=time.monotonic)
-        self.shadows_dropped = 0
         self._status_cache: dict[str, tuple[float, dict]] = {}  # by queue
         self._thread: threading.Thread | None = None
         if loop is None:  # synchronous callers only: the loop runs in a thread of ours
@@ -209,7 +206,6 @@ class QueuePredictor:
         outcome to `done` (on the loop); nobody waits for it. From any thread. False when the
         copy is dropped: not connected, or too many copies already wait."""
         if not self._connected.is_set() or self._shadows.waiting >= MAX_SHADOW_WAITING:
-            self.shadows_dropped += 1
             return False
         try:
             running = asyncio.get_running_loop()

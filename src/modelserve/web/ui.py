@@ -320,7 +320,7 @@ def _accuracy_page(view: ModelView, notice: str = ""):
     if service().prediction_log is not None and view.active_spec() is not None:
         try:
             on_live = evidence.evidence(service(), view)
-            rollout = evidence.rollout_status(service(), view)
+            rollout = evidence.rollout_status(service(), view, agreement=False)  # a notice
         except Unavailable:  # the log unreadable now: the rest of the page still shows
             on_live = None
     return render_template("accuracy.html", versions=versions, measured=measured, model=view.name,
