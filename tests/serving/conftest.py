@@ -17,7 +17,7 @@ from tiers import needs
 
 from modelserve.model.runtime import ModelRuntime
 from modelserve.registry import Registry
-from serving.stack_helpers import RunningStack, start_stack
+from serving.stack_helpers import RunningStack, running_stack, start_stack
 from serving.task_stack import TaskStack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,12 +111,8 @@ def versions(serving_home: Path) -> dict[str, str]:
 @needs("the serving stack (RabbitMQ, Celery workers, gunicorn)")
 def stack(serving_home: Path):
     """One shared stack with two workers; tests must leave production active."""
-    running = start_stack(serving_home, "--workers", "2")
-    try:
-        running.wait_ready(workers=2)
+    with running_stack(serving_home, workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,19 @@ def start_stack(home: Path, *args: str, env: dict[str, str] | None = None,
     return RunningStack(home, port, broker_port, process, log_path, full_env, address)
 
 
+@contextmanager
+def running_stack(home: Path, *args: str, workers: int,
+                  env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """A stack with `workers` workers, ready (every worker consuming) while the block runs,
+    stopped after it."""
+    running = start_stack(home, "--workers", str(workers), *args, env=env)
+    try:
+        running.wait_ready(workers=workers)
+        yield running
+    finally:
+        running.stop()
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process below pid, found through /proc."""
     parents: dict[int, list[int]] = {}

@@ -27,7 +27,7 @@ from modelserve.auth.tokens import utcnow
 from modelserve.fsutil import atomic_write_text
 from serving.auth_helpers import bearer, create_token
 from serving.conftest import prepare_home
-from serving.stack_helpers import ROW, Response, RunningStack, http, start_stack
+from serving.stack_helpers import ROW, Response, RunningStack, http, running_stack
 from serving.test_pages import upload
 
 pytestmark = pytest.mark.slow  # a serving stack of its own, and Chromium
@@ -48,13 +48,9 @@ def stack(tmp_path_factory, shared_data: Path, pima_csv: Path):
     """A stack on loopback with authentication required (as it is off loopback)."""
     home = tmp_path_factory.mktemp("auth") / "home"
     prepare_home(home, shared_data, pima_csv, active="production")
-    running = start_stack(home, "--workers", "1", "--web-processes", str(WEB_PROCESSES),
-                          env=STACK_ENV)
-    try:
-        running.wait_ready(workers=1)
+    with running_stack(home, "--web-processes", str(WEB_PROCESSES), workers=1,
+                       env=STACK_ENV) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def make_token(stack: RunningStack, scope: str = "predict", *extra: str) -> tuple[str, str]:

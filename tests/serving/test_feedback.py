@@ -12,7 +12,7 @@ import pytest
 
 from modelserve.predlog import ids
 from serving.conftest import as_json, prepare_home
-from serving.stack_helpers import http, post_json, start_stack
+from serving.stack_helpers import http, post_json, running_stack, start_stack
 
 pytestmark = pytest.mark.slow  # real stacks: RabbitMQ, Celery workers, gunicorn
 REQUESTS = 240  # bounded: a few seconds of load
@@ -38,12 +38,8 @@ def stack(tmp_path_factory, shared_data: Path, pima_csv: Path):
     each with its own writer of the log."""
     home = tmp_path_factory.mktemp("feedback") / "home"
     prepare_home(home, shared_data, pima_csv, ("production", "development"), active="production")
-    running = start_stack(home, "--workers", "2", "--web-processes", "2")
-    try:
-        running.wait_ready(workers=2)
+    with running_stack(home, "--web-processes", "2", workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_feedback_for_a_share_of_live_answers_gives_the_independent_metric(stack, dataset,

@@ -21,7 +21,7 @@ from modelserve.predlog.records import Role
 from modelserve.predlog.store import PredictionLog
 from modelserve.registry import Registry
 from serving.conftest import as_json, prepare_home, version_of_seed
-from serving.stack_helpers import http, post_json, start_stack
+from serving.stack_helpers import http, post_json, running_stack
 
 pytestmark = pytest.mark.slow  # real stacks: RabbitMQ, Celery workers, gunicorn
 PREDICT = "/api/v1/predict"
@@ -38,12 +38,8 @@ def home(tmp_path_factory, shared_data: Path, pima_csv: Path) -> Path:
 @pytest.fixture(scope="module")
 def stack(home: Path):
     """Two web processes (a rollout is read, and judged, by each), two workers."""
-    running = start_stack(home, "--workers", "2", "--web-processes", "2")
-    try:
-        running.wait_ready(workers=2)
+    with running_stack(home, "--web-processes", "2", workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
@@ -205,11 +201,7 @@ def test_a_canary_answers_its_share_keys_stick_and_a_restart_carries_on(stack, h
     for key in (f"client-{i}" for i in range(30)):
         assert len({a["model_version"] for a in answers(stack.url, [row] * 4, key)}) == 1, key
     stack.stop()
-    again = start_stack(home, "--workers", "2", "--web-processes", "2")
-    try:
-        again.wait_ready(workers=2)
+    with running_stack(home, "--web-processes", "2", workers=2) as again:
         after = [answer["model_version"] for answer in answers(again.url, [row] * 300)]
         assert candidate in after and live in after
         assert run_cli("models", "abort", "diabetes", home=home).returncode == 0
-    finally:
-        again.stop()
