@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
            [--connections 1,16,64] [--only full,full2,full2-nolog,full2-shadow,inline,inline2,
            echo-wsgi,echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5]
-           [--many-models 1,3,10] [--tag run2]
+           [--many-models 1,3,10] [--rounds 1] [--tag run2]
 
 Servers: `modelserve up` (the full stack, with one and with two web processes, with two
 without the prediction log: what the log costs, and with two while a shadow rollout gets a
@@ -39,6 +39,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -113,6 +114,22 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def process_cpu_ticks(pid: int) -> int:
+    """User plus system CPU a live process has used, in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+
+
+def server_cpu_seconds(procs: Processes) -> float:
+    """CPU seconds used so far by every process of the running server (wrk not included)."""
+    pids = {pid for entry in procs.started
+            for pid in (entry.process.pid, *descendants(entry.process.pid))}
+    return sum(process_cpu_ticks(pid) for pid in pids) / os.sysconf("SC_CLK_TCK")
 
 
 def signal_quietly(sig: int, *, group: int | None = None, pids: tuple[int, ...] = ()) -> None:
@@ -691,7 +708,8 @@ def summarize(raw: dict) -> dict:
 
 
 def measure_cell(base: str, connections: int, args: argparse.Namespace,
-                 paths: list[str] | None = None, endpoint: Endpoint = JSON_API) -> dict:
+                 paths: list[str] | None = None, endpoint: Endpoint = JSON_API,
+                 procs: Processes | None = None) -> dict:
     """Settle the server, warm it up at this concurrency, settle again, then measure."""
     waited = settle(base, endpoint=endpoint)
     if args.warmup > 0:
@@ -699,8 +717,13 @@ def measure_cell(base: str, connections: int, args: argparse.Namespace,
         # The warm-up's last requests may leave work queued (the original design keeps
         # running tasks whose callers left): let it drain so the cell starts clean.
         waited += settle(base, endpoint=endpoint)
+    cpu_before = server_cpu_seconds(procs) if procs else 0.0
     record = summarize(run_wrk(base, connections, args.duration, args.timeout, paths,
                                endpoint))
+    # The server's CPU per answer: steadier than req/s on a machine wrk shares.
+    spent = server_cpu_seconds(procs) - cpu_before if procs else 0.0
+    record["cpu_ms_per_request"] = 1000 * spent / record["raw"]["ok"] if procs and \
+        record["raw"]["ok"] else None
     record["settle_s"] = waited
     return record
 
@@ -712,13 +735,15 @@ def measure_floor(ctx: Context, result: dict) -> None:
         print(f"   {floor.describe(result['floor'])}", flush=True)
 
 
-def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: float) -> dict:
+def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: float,
+                 round_: int = 1) -> dict:
     """Start one server, check its answer, measure every concurrency, stop it."""
     server = STARTERS[name]
-    result: dict = {"name": name, "label": server.label, "cells": {},
+    label = server.label + (f", round {round_}" if args.rounds > 1 else "")
+    result: dict = {"name": name, "label": label, "round": round_, "cells": {},
                     "path": server.endpoint.path, "body": server.endpoint.body.decode()}
     try:
-        print(f"== {server.label}: starting", flush=True)
+        print(f"== {label}: starting", flush=True)
         begun = time.monotonic()
         base, settings = server.start(ctx)
         result["startup_s"] = time.monotonic() - begun
@@ -726,7 +751,8 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
         result["probability"] = check_answer(base, reference, server.endpoint)
         print(f"   answer checked: {result['probability']}", flush=True)
         for connections in args.connections:
-            cell = measure_cell(base, connections, args, endpoint=server.endpoint)
+            cell = measure_cell(base, connections, args, endpoint=server.endpoint,
+                                procs=ctx.procs)
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
             ctx.procs.check_alive(f"the {connections}-connection cell")
@@ -863,7 +889,7 @@ def bench_models(count: int, ctx: Context, args: argparse.Namespace, reference: 
         for connections in args.connections:
             # One web process batches every request, so its counters are the whole stack's.
             before = batch_totals(base)
-            cell = measure_cell(base, connections, args, paths)
+            cell = measure_cell(base, connections, args, paths, procs=ctx.procs)
             cell["rows_per_batch"] = rows_per_batch(before, batch_totals(base))
             result["cells"][connections] = cell
             print(f"   {connections:>3} conns  {format_cell(cell)}", flush=True)
@@ -894,7 +920,14 @@ def format_ms(value: float | None) -> str:
 def format_cell(cell: dict) -> str:
     """One progress line for a measured cell."""
     return (f"{cell['rps']:9,.1f} req/s  p50 {format_ms(cell['p50_ms'])} ms  "
-            f"p99 {format_ms(cell['p99_ms'])} ms  errors {cell['errors']}")
+            f"p99 {format_ms(cell['p99_ms'])} ms  errors {cell['errors']}  "
+            f"CPU {format_cpu(cell)} ms/req")
+
+
+def format_cpu(cell: dict) -> str:
+    """The server's CPU milliseconds per answer, or a dash where it was not measured."""
+    spent = cell.get("cpu_ms_per_request")
+    return "–" if spent is None else f"{spent:.3f}"
 
 
 def format_codes(cell: dict) -> str:
@@ -906,23 +939,24 @@ def format_codes(cell: dict) -> str:
 def table(results: list[dict], connections: list[int]) -> list[str]:
     """The Markdown table: one row per server and concurrency."""
     lines = [
-        "| server | conns | req/s (2xx) | p50 ms | p99 ms | errors | non-2xx | socket | timeouts |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | conns | req/s (2xx) | p50 ms | p99 ms | errors | non-2xx | socket | timeouts "
+        "| server CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         if "error" in result and not result["cells"]:
             reason = result["error"].splitlines()[0]
-            lines.append(f"| {result['label']} | – | did not run: {reason} | | | | | | |")
+            lines.append(f"| {result['label']} | – | did not run: {reason} | | | | | | | |")
             continue
         for c in connections:
             cell = result["cells"].get(c)
             if cell is None:
-                lines.append(f"| {result['label']} | {c} | not measured | | | | | | |")
+                lines.append(f"| {result['label']} | {c} | not measured | | | | | | | |")
                 continue
             lines.append(
                 f"| {result['label']} | {c} | {cell['rps']:,.1f} | {format_ms(cell['p50_ms'])} "
                 f"| {format_ms(cell['p99_ms'])} | {cell['errors']:,} | {format_codes(cell)} "
-                f"| {cell['socket']:,} | {cell['timeouts']:,} |"
+                f"| {cell['socket']:,} | {cell['timeouts']:,} | {format_cpu(cell)} |"
             )
     return lines
 
@@ -1210,25 +1244,44 @@ def floor_lines(results: list[dict]) -> list[str]:
 
 def cost_lines(results: list[dict], connections: list[int], variant: str, what: str,
                goal: float) -> list[str]:
-    """What a variant of the 2-web-process stack costs against it (full2) in this run, per
-    connection count: the variant's throughput is the one without the cost (full2-nolog)
-    or with it (full2-shadow)."""
-    by_name = {r["name"]: r for r in results}
-    base, other = by_name.get("full2"), by_name.get(variant)
-    if base is None or other is None or "error" in base or "error" in other:
-        return []
-    # The run that pays the cost, and the one that does not.
-    with_cost, without = (base, other) if variant.endswith("nolog") else (other, base)
+    """What a variant of the 2-web-process stack costs against it (full2), per connection
+    count: in throughput and in the server's CPU per answer, each round's stack against the
+    same round's full2, and the median of the rounds judged against the goal. The variant's
+    figures are the ones without the cost (full2-nolog) or with it (full2-shadow)."""
+    pairs = cost_pairs(results, variant)
     parts = []
     for count in connections:
-        paying, free = with_cost["cells"].get(count), without["cells"].get(count)
-        if paying and free and free["rps"]:
-            cost = 1 - paying["rps"] / free["rps"]
-            parts.append(f"{count} conn: {paying['rps']:,.0f} vs {free['rps']:,.0f} req/s "
-                         f"(cost {cost:+.1%}, p99 {format_ms(paying['p99_ms'])} vs "
-                         f"{format_ms(free['p99_ms'])} ms, goal <= {goal:.0%}: "
-                         f"{'met' if cost <= goal else 'not met'})")
+        cells = [(paying["cells"][count], free["cells"][count]) for paying, free in pairs
+                 if count in paying["cells"] and count in free["cells"]]
+        costs = [1 - paying["rps"] / free["rps"] for paying, free in cells if free["rps"]]
+        if not costs:
+            continue
+        cpu = [paying["cpu_ms_per_request"] / free["cpu_ms_per_request"] - 1
+               for paying, free in cells
+               if paying.get("cpu_ms_per_request") and free.get("cpu_ms_per_request")]
+        cost = statistics.median(costs)
+        shown = ", ".join(f"{c:+.1%}" for c in costs)
+        line = (f"{count} conn: throughput cost {cost:+.1%}"
+                + (f" (median of {len(costs)} rounds: {shown})" if len(costs) > 1 else
+                   f" ({cells[0][0]['rps']:,.0f} vs {cells[0][1]['rps']:,.0f} req/s, p99 "
+                   f"{format_ms(cells[0][0]['p99_ms'])} vs {format_ms(cells[0][1]['p99_ms'])}"
+                   " ms)")
+                + (f", CPU per answer {statistics.median(cpu):+.1%}" if cpu else "")
+                + f", goal <= {goal:.0%}: {'met' if cost <= goal else 'not met'}")
+        parts.append(line)
     return [f"- {what}: " + "; ".join(parts) + "."] if parts else []
+
+
+def cost_pairs(results: list[dict], variant: str) -> list[tuple[dict, dict]]:
+    """Per round that ran both: (the stack that pays the cost, the one that does not)."""
+    pairs = []
+    for round_ in sorted({r.get("round", 1) for r in results}):
+        by_name = {r["name"]: r for r in results if r.get("round", 1) == round_}
+        base, other = by_name.get("full2"), by_name.get(variant)
+        if base is None or other is None or "error" in base or "error" in other:
+            continue
+        pairs.append((base, other) if variant.endswith("nolog") else (other, base))
+    return pairs
 
 
 def write_results(lines: list[str], results: list[dict], info: dict, model: dict,
@@ -1264,11 +1317,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--many-models", metavar="COUNTS",
                         help="instead of the servers: the full stack serving each count of "
                              "models, load spread over them, e.g. 1,3,10")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the servers this many times, interleaved; the costs are "
+                             "the medians of the rounds")
     parser.add_argument("--tag", default="", help="suffix for the results' file names, e.g. run2")
     args = parser.parse_args()
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
     if not args.connections or min(args.connections) < 1 or args.duration < 1:
         parser.error("--connections needs positive integers and --duration at least 1")
+    if args.rounds < 1 or (args.rounds > 1 and args.many_models):
+        parser.error("--rounds needs a positive count, and does not go with --many-models")
     if args.many_models and args.only:
         parser.error("--many-models runs the full stack only: leave --only out")
     args.counts = [int(c) for c in (args.many_models or "").split(",") if c.strip()]
@@ -1310,7 +1368,10 @@ def main() -> None:
             if args.counts:
                 results = [bench_models(count, ctx, args, probability) for count in args.counts]
             else:
-                results = [bench_server(name, ctx, args, probability) for name in args.names]
+                # Rounds interleave the servers, so that a slow spell of the machine falls
+                # on all of them alike rather than on one.
+                results = [bench_server(name, ctx, args, probability, round_)
+                           for round_ in range(1, args.rounds + 1) for name in args.names]
     except KeyboardInterrupt:
         sys.exit("interrupted: every process started was stopped; nothing written")
     info = machine(args.venv) | {"date": datetime.now(UTC).strftime("%Y-%m-%d")}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from sklearn.metrics import accuracy_score, mean_squared_error
 
 from modelserve.model.spec import Output, Task
-from modelserve.predlog import ids, live
+from modelserve.predlog import ids, live, store
 from modelserve.predlog.records import Answered, FeedbackRefused, Role, Truth
 from modelserve.predlog.store import PredictionLog
 from modelserve.predlog.writer import LogWriter
@@ -81,6 +83,31 @@ def test_regression_rmse_and_a_shadow_s_agreement_with_live(tmp_path):
     assert agreement.mean_abs_diff == pytest.approx(0.5)
 
 
+def test_long_rollouts_are_read_in_bounded_memory(tmp_path, monkeypatch):
+    """Counts stay exact however many answers there are; latencies, labelled rows and pairs
+    are read from the latest ones only."""
+    monkeypatch.setattr(store, "LATENCY_SAMPLE", 10)
+    monkeypatch.setattr(store, "LABELLED_LIMIT", 12)
+    monkeypatch.setattr(store, "PAIRED_LIMIT", 7)
+    now = time.time()
+    live_entries = [replace(answer("aaaaaaaaaaaa", np.array([[0.9]]), now + i),
+                            latency=0.001 if i >= 90 else 1.0) for i in range(100)]
+    shadow = [answer("bbbbbbbbbbbb", np.array([[0.1 if i >= 93 else 0.9]]), now + i,
+                     Role.SHADOW, e.prediction_id) for i, e in enumerate(live_entries)]
+    failed = answer("aaaaaaaaaaaa", np.array([[0.5]]), now - 1, error="no worker answered")
+    log = written(tmp_path / "log.sqlite", [*live_entries, *shadow, failed])
+    log.add_feedback(MODEL, [Truth(e.prediction_id, 0, 1.0) for e in live_entries], now)
+    by_version = {t.version: t for t in log.traffic(MODEL, 0)}
+    assert (by_version["aaaaaaaaaaaa"].requests, by_version["aaaaaaaaaaaa"].errors) == (101, 1)
+    assert by_version["aaaaaaaaaaaa"].latencies.tolist() == [0.001] * 10  # the latest ten
+    labelled = log.labelled(MODEL, 0)
+    assert sum(len(item.at) for item in labelled) == 12
+    assert all(np.all(np.diff(item.at) >= 0) for item in labelled)  # oldest first
+    assert min(float(item.at.min()) for item in labelled) >= now + 94
+    paired = log.paired(MODEL, "bbbbbbbbbbbb", 0)
+    assert live.agreement(BINARY, paired.live, paired.candidate).labels == 0.0  # latest 7
+
+
 def test_binary_agreement_counts_labels_and_probability_differences():
     """Label agreement by threshold; the mean absolute difference of probabilities."""
     ours = np.array([[0.1], [0.6], [0.9], [0.4]], np.float32)
@@ -108,16 +135,19 @@ def test_failures_count_as_errors_and_old_requests_are_pruned(tmp_path):
     """A failed answer counts in the error rate; prune forgets requests past the retention."""
     now = time.time()
     old = answer("aaaaaaaaaaaa", np.array([[0.5]]), now - 7200)
+    old_shadow = answer("bbbbbbbbbbbb", np.array([[0.4]]), now - 7200, Role.SHADOW,
+                        old.prediction_id)
     failed = answer("aaaaaaaaaaaa", np.array([[0.5]]), now, error="no worker answered")
-    log = written(tmp_path / "log.sqlite", [old, failed])
+    log = written(tmp_path / "log.sqlite", [old, old_shadow, failed])
     log.add_feedback(MODEL, [Truth(old.prediction_id, 0, 1.0)], now)
-    [figures] = live.summarize(BINARY, log.traffic(MODEL, 0), log.labelled(MODEL, 0))
+    figures, _shadow = live.summarize(BINARY, log.traffic(MODEL, 0), log.labelled(MODEL, 0))
     assert (figures.requests, figures.errors, figures.error_rate) == (2, 1, 0.5)
     with log.connect() as connection:
         assert log.prune(connection, now - 3600) == 1
     assert log.rows_of(MODEL, [old.prediction_id, failed.prediction_id]) == {
         failed.prediction_id: 1}
     assert log.labelled(MODEL, 0) == []
+    assert [t.version for t in log.traffic(MODEL, 0)] == ["aaaaaaaaaaaa"]  # the shadow's too
 
 
 def test_the_writer_writes_in_batches_off_the_callers_thread(tmp_path):
@@ -180,3 +210,43 @@ def test_a_damaged_file_is_a_warning_not_a_failure(tmp_path, caplog):
     writer.close()
     with pytest.raises(sqlite3.DatabaseError), sqlite3.connect(path) as connection:
         connection.execute("SELECT * FROM predictions")
+
+
+def test_processes_opening_a_new_log_at_once_all_get_it(tmp_path):
+    """Web processes start together: turning a new file to WAL is tried again, not refused
+    (SQLite's busy timeout does not cover it), so no writer drops its first answers."""
+    failures: list[Exception] = []
+    start = threading.Barrier(6)
+
+    def open_and_read(log: PredictionLog) -> None:
+        start.wait()  # all at the same moment
+        try:
+            with log.connect() as connection:
+                connection.execute("SELECT COUNT(*) FROM answers").fetchall()
+        except sqlite3.Error as error:
+            failures.append(error)
+
+    for attempt in range(100):
+        log = PredictionLog(tmp_path / f"log-{attempt}.sqlite")
+        threads = [threading.Thread(target=open_and_read, args=(log,)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+
+
+def test_pruning_never_scans_a_whole_table(tmp_path):
+    """Every writer prunes once a minute: each statement must be an index search, or a log of
+    millions of rows would be read through every minute by every process."""
+    log = written(tmp_path / "log.sqlite", [answer("aaaaaaaaaaaa", np.array([[0.5]]), 1.0)])
+    statements: list[str] = []
+    with log.connect() as connection:
+        connection.set_trace_callback(statements.append)
+        log.prune(connection, 2.0)
+        connection.set_trace_callback(None)
+        deletes = [s for s in statements if s.startswith("DELETE")]
+        plans = [row[3] for s in deletes
+                 for row in connection.execute("EXPLAIN QUERY PLAN " + s)]
+    assert len(deletes) == 3
+    assert plans and not [step for step in plans if step.startswith("SCAN")], plans

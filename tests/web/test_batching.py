@@ -248,6 +248,40 @@ def test_nothing_waiting_means_no_wake_up_needed():
     assert batcher(FakeClock()).wait_time() is None
 
 
+def test_add_wakes_the_sender_only_when_a_batch_may_be_due_sooner():
+    """The first request of a target, or one that fills the batch, with a slot free: wake;
+    one more joining a queue whose due time is known, or with every slot busy: no need."""
+    clock = FakeClock()
+    taker = batcher(clock, max_rows=3, window=1.0, max_inflight=1)
+    assert taker.add(request(clock, 1)) is True  # starts the queue: a new due time
+    assert taker.add(request(clock, 1)) is False  # joins it: due when the oldest is
+    assert taker.add(request(clock, 1, model="b")) is True  # another target's first
+    assert taker.add(request(clock, 1)) is True  # fills a's batch: due now
+    assert sizes(taker.take()) == [1, 1, 1]
+    assert taker.add(request(clock, 5)) is False  # the one slot is busy
+    assert taker.waiting == 2
+
+
+def test_callers_that_gave_up_are_dropped_after_requests_were_sent_around_them():
+    """The bound on the next give-up survives sends: a caller behind sent ones still expires,
+    and the rows counted per target stay right (a full batch after it is still a full one)."""
+    clock = FakeClock()
+    taker = batcher(clock, max_rows=4, window=10.0, max_inflight=1)
+    patient = [request(clock, 1, timeout=60.0) for _ in range(4)]
+    for item in patient:
+        taker.add(item)
+    assert sizes(taker.take()) == [1, 1, 1, 1]
+    short = request(clock, 2, timeout=1.0)
+    taker.add(short)
+    later = [request(clock, 2, timeout=60.0) for _ in range(2)]
+    for item in later:
+        taker.add(item)
+    clock.advance(1.0)
+    assert taker.expire() == [] and refusal(short) == "no answer within 1 s"
+    taker.finish("b1")
+    assert list(taker.take().requests) == later  # 4 rows: full, sent without the window
+
+
 # -- deadlines ---------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -22,12 +23,19 @@ from modelserve.predlog.records import Answered, FeedbackRefused, Role, Truth
 FLOATS = np.dtype("<f4")
 # A writer waits this long for another process's transaction before giving up on a batch.
 BUSY_SECONDS = 2.0
+PREPARE_RETRY_SECONDS = 0.01
+# What judging reads, at most, however long a rollout runs: the latest answers' latencies per
+# version (a p99 of 20,000 is steady), the latest labelled rows, the latest paired requests.
+LATENCY_SAMPLE = 20_000
+LABELLED_LIMIT = 200_000
+PAIRED_LIMIT = 50_000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     id TEXT PRIMARY KEY, model TEXT NOT NULL, at REAL NOT NULL,
     rows INTEGER NOT NULL, features INTEGER NOT NULL, inputs BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (model, at);
+CREATE INDEX IF NOT EXISTS predictions_by_age ON predictions (at);
 CREATE TABLE IF NOT EXISTS answers (
     prediction_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
     role TEXT NOT NULL, at REAL NOT NULL, latency REAL NOT NULL, rows INTEGER NOT NULL,
@@ -53,7 +61,7 @@ class Traffic:
     requests: int
     rows: int
     errors: int
-    latencies: np.ndarray  # seconds, of the answers that did not fail
+    latencies: np.ndarray  # seconds, of the latest answers that did not fail (a sample)
 
 
 @dataclass(frozen=True)
@@ -87,9 +95,7 @@ class PredictionLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=BUSY_SECONDS,
                                      isolation_level=None)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
-            connection.executescript(SCHEMA)
+            _prepare(connection, time.monotonic() + BUSY_SECONDS)
             yield connection
 
     def write(self, connection: sqlite3.Connection, entries: Sequence[Answered]) -> None:
@@ -109,11 +115,15 @@ class PredictionLog:
                                    answers)
 
     def prune(self, connection: sqlite3.Connection, before: float) -> int:
-        """Forget requests made before a time, with their answers and feedback; how many."""
+        """Forget requests made before a time, with their answers and feedback; how many.
+        Every step is an index lookup (by age, then by id), never a scan of the tables: it
+        runs once a minute in every writer however large the log. (A shadow's answer whose
+        live answer was never logged, the buffer full, has no request row and stays.)"""
         with _transaction(connection):
             connection.execute("DELETE FROM feedback WHERE prediction_id IN "
                                "(SELECT id FROM predictions WHERE at < ?)", (before,))
-            connection.execute("DELETE FROM answers WHERE at < ?", (before,))
+            connection.execute("DELETE FROM answers WHERE prediction_id IN "
+                               "(SELECT id FROM predictions WHERE at < ?)", (before,))
             return connection.execute("DELETE FROM predictions WHERE at < ?",
                                       (before,)).rowcount
 
@@ -142,37 +152,51 @@ class PredictionLog:
                 [(t.prediction_id, t.row, t.value, model, at) for t in truths])
 
     def traffic(self, model: str, since: float) -> list[Traffic]:
-        """Each version's answers to a model's requests made since a time."""
-        by_version: dict[tuple[str, str], list[tuple[int, str, float]]] = {}
+        """Each version's answers to a model's requests made since a time: counted in full
+        (in SQL), their latencies from the latest LATENCY_SAMPLE (memory stays bounded
+        however long a rollout runs)."""
         with self.connect() as connection:
-            for version, role, rows, error, latency in connection.execute(
-                    "SELECT version, role, rows, error, latency FROM answers "
-                    "WHERE model = ? AND at >= ?", (model, since)):
-                by_version.setdefault((version, role), []).append((rows, error, latency))
-        return [Traffic(version, Role(role), len(items), sum(r for r, _, _ in items),
-                        sum(1 for _, e, _ in items if e),
-                        np.array([lat for _, e, lat in items if not e], dtype=np.float64))
-                for (version, role), items in sorted(by_version.items())]
+            counted = connection.execute(
+                "SELECT version, role, COUNT(*), SUM(rows), SUM(error != '') FROM answers "
+                "WHERE model = ? AND at >= ? GROUP BY version, role ORDER BY version, role",
+                (model, since)).fetchall()
+            return [Traffic(version, Role(role), requests, rows, errors,
+                            self._latencies(connection, model, version, role, since))
+                    for version, role, requests, rows, errors in counted]
+
+    @staticmethod
+    def _latencies(connection: sqlite3.Connection, model: str, version: str, role: str,
+                   since: float) -> np.ndarray:
+        """The latencies of a version's latest answers that did not fail, in seconds."""
+        found = connection.execute(
+            "SELECT latency FROM answers WHERE model = ? AND at >= ? AND version = ? "
+            "AND role = ? AND error = '' ORDER BY at DESC LIMIT ?",
+            (model, since, version, role, LATENCY_SAMPLE)).fetchall()
+        return np.array([latency for (latency,) in found], dtype=np.float64)
 
     def labelled(self, model: str, since: float) -> list[Labelled]:
-        """Each version's answers to the rows of a model's requests that have feedback."""
+        """Each version's answers to the rows of a model's requests that have feedback (the
+        latest LABELLED_LIMIT of them, oldest first)."""
         found: dict[tuple[str, str], list[tuple[float, np.ndarray, float]]] = {}
         with self.connect() as connection:
             for version, role, at, width, outputs, row, truth in connection.execute(
                     "SELECT a.version, a.role, a.at, a.width, a.outputs, f.row, f.truth "
                     "FROM feedback f JOIN answers a ON a.prediction_id = f.prediction_id "
                     "WHERE f.model = ? AND a.at >= ? AND a.outputs IS NOT NULL "
-                    "ORDER BY a.at", (model, since)):
+                    "ORDER BY a.at DESC LIMIT ?", (model, since, LABELLED_LIMIT)):
                 values = _array(outputs, width)
                 if row < len(values):
                     found.setdefault((version, role), []).append((at, values[row], truth))
+        for items in found.values():
+            items.reverse()  # read newest first, for the limit
         return [Labelled(version, Role(role), np.array([at for at, _, _ in items]),
                          np.stack([out for _, out, _ in items]),
                          np.array([truth for _, _, truth in items], dtype=np.float64))
                 for (version, role), items in sorted(found.items())]
 
     def paired(self, model: str, candidate: str, since: float) -> Paired:
-        """A candidate's answers beside the live answers to the same requests since a time."""
+        """A candidate's answers beside the live answers to the same requests since a time
+        (the latest PAIRED_LIMIT requests)."""
         live, theirs = [], []
         with self.connect() as connection:
             for width, mine, other_width, other in connection.execute(
@@ -180,8 +204,8 @@ class PredictionLog:
                     "JOIN answers l ON l.prediction_id = c.prediction_id "
                     "AND l.role = 'live' AND l.version != c.version "
                     "WHERE c.model = ? AND c.version = ? AND c.at >= ? "
-                    "AND c.outputs IS NOT NULL AND l.outputs IS NOT NULL",
-                    (model, candidate, since)):
+                    "AND c.outputs IS NOT NULL AND l.outputs IS NOT NULL "
+                    "ORDER BY c.at DESC LIMIT ?", (model, candidate, since, PAIRED_LIMIT)):
                 a, b = _array(mine, width), _array(other, other_width)
                 if a.shape == b.shape:
                     live.append(a)
@@ -189,6 +213,23 @@ class PredictionLog:
         empty = np.zeros((0, 1), FLOATS)
         return Paired(np.concatenate(live) if live else empty,
                       np.concatenate(theirs) if theirs else empty)
+
+
+def _prepare(connection: sqlite3.Connection, deadline: float) -> None:
+    """WAL mode and the tables. Tried again while another connection prepares the same new
+    file: turning a file to WAL takes a lock SQLite's busy timeout does not wait for."""
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            connection.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            busy = getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                                sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(PREPARE_RETRY_SECONDS)
 
 
 @contextmanager

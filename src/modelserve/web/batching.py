@@ -19,6 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +28,19 @@ from modelserve.errors import UserError
 from modelserve.worker import wire
 
 Clock = Callable[[], float]  # monotonic seconds
+
+
+class Settles(Protocol):
+    """Where a request's outcome goes: a future, or anything settled the same way."""
+
+    def done(self) -> bool:
+        """Whether it is settled already."""
+
+    def set_result(self, result: Prediction, /) -> None:
+        """Settle it with an answer."""
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """Settle it with a refusal."""
 
 
 class Unavailable(UserError):
@@ -77,7 +91,8 @@ class Request:
     rows: np.ndarray
     arrived: float
     timeout: float
-    future: Future[Prediction] | asyncio.Future[Prediction] = field(default_factory=Future)
+    future: Future[Prediction] | asyncio.Future[Prediction] | Settles = field(
+        default_factory=Future)
     version: str = ""  # "": the active one
     sent: float | None = None  # when its batch was published (monotonic)
 
@@ -189,7 +204,11 @@ class Batcher:
         self._clock = clock
         self._new_id = new_id
         self._waiting: OrderedDict[tuple[str, str], deque[Request]] = OrderedDict()
+        self._rows: dict[tuple[str, str], int] = {}  # rows waiting, per target
         self._inflight: dict[str, Batch] = {}
+        # No waiting caller gives up before this: the scan for them is skipped until then
+        # (a lower bound: sending a request out leaves it as it was).
+        self._next_give_up = float("inf")
 
     @property
     def waiting(self) -> int:
@@ -201,9 +220,18 @@ class Batcher:
         """Batches sent and not answered, expired or abandoned yet."""
         return len(self._inflight)
 
-    def add(self, request: Request) -> None:
-        """Queue a request behind the earlier ones of its model (and version)."""
-        self._waiting.setdefault(request.target, deque()).append(request)
+    def add(self, request: Request) -> bool:
+        """Queue a request behind the earlier ones of its model (and version); True when
+        take() may now have a batch sooner than wait_time() said before it (a slot is free,
+        and the request starts its target's queue or fills its next batch). Otherwise the
+        sender need not wake: one request per wake-up is what costs at a high rate."""
+        target = request.target
+        queue = self._waiting.setdefault(target, deque())
+        queue.append(request)
+        rows = self._rows[target] = self._rows.get(target, 0) + len(request.rows)
+        self._next_give_up = min(self._next_give_up, request.deadline)
+        return len(self._inflight) < self.limits.max_inflight and (
+            len(queue) == 1 or rows >= self.limits.max_rows)
 
     def take(self) -> Batch | None:
         """The next batch to send, now counted in flight; None if none is due or slots are full."""
@@ -245,6 +273,9 @@ class Batcher:
 
     def _next_batch_size(self, queue: deque[Request]) -> tuple[int, int]:
         """How many requests from the front make the next batch, and their rows."""
+        waiting = self._rows.get(queue[0].target, 0) if queue else 0
+        if waiting <= self.limits.max_rows:
+            return len(queue), waiting  # all of them fit: no need to count
         count = rows = 0
         for request in queue:
             # The first request always goes, alone if it is larger than the cap.
@@ -268,21 +299,27 @@ class Batcher:
                       version)
         if queue:
             self._waiting.move_to_end(target)
+            self._rows[target] -= batch.row_count
         else:
-            del self._waiting[target]
+            del self._waiting[target], self._rows[target]
         self._inflight[batch.id] = batch
         return batch
 
     def _drop_gave_up(self, now: float) -> None:
         """Settle and forget waiting requests whose caller stopped waiting: they are not sent."""
+        if now < self._next_give_up:
+            return
+        self._next_give_up = float("inf")
         for target, queue in list(self._waiting.items()):
-            gone = [request for request in queue if request.gave_up(now)]
-            if not gone:
-                continue
-            for request in gone:
-                request.settle(request.late())
-            kept = deque(request for request in queue if not request.gave_up(now))
-            if kept:
+            kept: deque[Request] = deque()
+            for request in queue:
+                if request.gave_up(now):
+                    request.settle(request.late())
+                else:
+                    kept.append(request)
+                    self._next_give_up = min(self._next_give_up, request.deadline)
+            if not kept:
+                del self._waiting[target], self._rows[target]
+            elif len(kept) < len(queue):
                 self._waiting[target] = kept
-            else:
-                del self._waiting[target]
+                self._rows[target] = sum(len(request.rows) for request in kept)

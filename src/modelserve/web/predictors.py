@@ -129,6 +129,42 @@ class InlinePredictor:
         self.close()
 
 
+class ShadowOutcome:
+    """A shadow copy's stand-in for a future: nobody awaits a copy, so its outcome goes to
+    `done` the moment its batch settles it, with no future or scheduled callback per copy."""
+
+    __slots__ = ("_done", "_settled", "request")
+
+    def __init__(self, done: ShadowDone):
+        self._done = done
+        self._settled = False
+        self.request: Request | None = None
+
+    def done(self) -> bool:
+        """Whether the copy was settled already."""
+        return self._settled
+
+    def set_result(self, result: Prediction, /) -> None:
+        """The candidate answered."""
+        self._report(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The candidate failed, or the copy's deadline passed."""
+        if isinstance(exception, UserError):
+            self._report(exception)
+        self._settled = True
+
+    def _report(self, outcome: Prediction | UserError) -> None:
+        """Hand the outcome on, with the latency since the copy's batch was sent."""
+        self._settled = True
+        request = self.request
+        started = time.monotonic() if request is None else request.sent or request.arrived
+        try:
+            self._done(outcome, time.monotonic() - started)
+        except Exception:  # noqa: BLE001 - the batch's other copies must still be settled
+            log.exception("recording a shadow copy's outcome failed")
+
+
 class QueuePredictor:
     """Batch rows across requests per model, send them to that model's queue, route each
     answer to its caller; all on one event loop."""
@@ -184,8 +220,8 @@ class QueuePredictor:
         request = Request(model=model or self._settings.model_name, rows=rows,
                           arrived=time.monotonic(), timeout=timeout, future=answer,
                           version=version)
-        self._batcher.add(request)
-        self._changed.set()
+        if self._batcher.add(request):
+            self._changed.set()
         try:
             # shield: a timeout leaves the future to the batcher, which settles it as late.
             return await asyncio.wait_for(asyncio.shield(answer), timeout)
@@ -219,20 +255,13 @@ class QueuePredictor:
 
     def _add_shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
                     done: ShadowDone) -> None:
-        """Queue one shadow copy (on the loop); its future reports to `done`."""
-        future: asyncio.Future[Prediction] = self._loop.create_future()
+        """Queue one shadow copy (on the loop); its outcome goes to `done`."""
+        outcome = ShadowOutcome(done)
         request = Request(model=model, rows=rows, arrived=time.monotonic(), timeout=timeout,
-                          future=future, version=version)
-
-        def report(settled: asyncio.Future[Prediction]) -> None:
-            error = settled.exception()
-            outcome = settled.result() if error is None else error
-            if isinstance(outcome, Prediction | UserError):
-                done(outcome, time.monotonic() - (request.sent or request.arrived))
-
-        future.add_done_callback(report)
-        self._shadows.add(request)
-        self._changed.set()
+                          future=outcome, version=version)
+        outcome.request = request
+        if self._shadows.add(request):
+            self._changed.set()
 
     # -- on the loop -----------------------------------------------------------------------
 

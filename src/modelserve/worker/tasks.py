@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from celery import Celery, Task
 from celery.signals import worker_init, worker_ready
@@ -17,22 +18,32 @@ from modelserve.registry.catalog import Catalog
 from modelserve.worker import wire
 from modelserve.worker.active import NoActiveModel, ServedModels
 from modelserve.worker.app import PREDICT_TASK, broker_connection
+from modelserve.worker.candidates import CandidateThreads
 
 log = logging.getLogger(__name__)
 # Celery's SIGTERM handler only sets a flag, which its event loop reads between polls, and an
 # idle loop polls for up to 10 s: a stopping worker (every `up` stop) waited that long.
 STOP_CHECK_SECONDS = 0.5
+# How long a candidate's batch is waited for: until its expiry, within these bounds.
+MIN_CANDIDATE_SECONDS = 0.1
+MAX_CANDIDATE_SECONDS = 60.0
 
 
 def score_batch(served: ServedModels, model: str, rows: str, n_features: int,
-                version: str = "") -> wire.Reply:
+                version: str = "", candidates: CandidateThreads | None = None,
+                timeout: float = 0.0) -> wire.Reply:
     """Score packed rows with a model's active version (or the version named); a refusal is
-    an error reply, not a crash."""
+    an error reply, not a crash. A version named (a rollout's candidate) is scored on its
+    own thread among `candidates`, for at most `timeout` seconds."""
     try:
         runtime = served.current(model, version)
         if n_features != len(runtime.features):
             raise ValueError(f"the model takes {len(runtime.features)} features, not {n_features}")
-        scores = runtime.score(wire.decode(rows, wire.ROWS, n_features))
+        batch = wire.decode(rows, wire.ROWS, n_features)
+        if version and candidates is not None:
+            scores = candidates.run(version, lambda: runtime.score(batch), timeout)
+        else:
+            scores = runtime.score(batch)
     except (UserError, ValueError) as error:  # binascii.Error is a ValueError too
         return wire.Reply(error=str(error))
     except Exception:  # a bug or a damaged file: the callers hear it now, not at their deadline
@@ -62,6 +73,20 @@ class Replier:
         )
 
 
+def seconds_left(expires: object, now: datetime | None = None) -> float:
+    """Seconds until a task's expiry (an ISO time, or a datetime as Celery parses it), at
+    least MIN_CANDIDATE_SECONDS; without one, the longest a candidate is waited for."""
+    if isinstance(expires, str):
+        try:
+            expires = datetime.fromisoformat(expires)
+        except ValueError:
+            expires = None
+    if not isinstance(expires, datetime) or expires.tzinfo is None:
+        return MAX_CANDIDATE_SECONDS
+    left = (expires - (now or datetime.now(UTC))).total_seconds()
+    return min(max(left, MIN_CANDIDATE_SECONDS), MAX_CANDIDATE_SECONDS)
+
+
 def _nothing() -> None:
     """A timer entry whose only effect is to end the event loop's poll."""
 
@@ -73,6 +98,7 @@ def register_tasks(app: Celery, settings: Settings, models: tuple[str, ...] = ()
     """
     catalog = Catalog.of(settings)
     served = ServedModels(catalog, settings.max_loaded_models)
+    candidates = CandidateThreads(settings.max_loaded_models)
     replier = Replier(settings)
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -97,7 +123,9 @@ def register_tasks(app: Celery, settings: Settings, models: tuple[str, ...] = ()
     def predict_batch(self: Task, rows: str, n_features: int, model: str = "",
                       version: str = "") -> None:
         """Score one batch (rows of many requests to one model version) and reply."""
-        reply = replace(score_batch(served, model, rows, n_features, version), worker=worker_name,
+        scored = score_batch(served, model, rows, n_features, version, candidates,
+                             seconds_left(self.request.expires))
+        reply = replace(scored, worker=worker_name,
                         redelivered=bool((self.request.delivery_info or {}).get("redelivered")))
         if self.request.reply_to:
             replier.send(self.request.reply_to, self.request.correlation_id, reply.to_body())
