@@ -250,3 +250,13 @@ def test_pruning_never_scans_a_whole_table(tmp_path):
                  for row in connection.execute("EXPLAIN QUERY PLAN " + s)]
     assert len(deletes) == 3
     assert plans and not [step for step in plans if step.startswith("SCAN")], plans
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole(tmp_path):
+    """Rows go ROWS_PER_STATEMENT to a statement: 2.5 statements' worth all arrive."""
+    count = store.ROWS_PER_STATEMENT * 5 // 2
+    entries = [answer("aaaaaaaaaaaa", np.array([[0.5]]), 1000.0 + i) for i in range(count)]
+    log = written(tmp_path / "log.sqlite", entries)
+    [traffic] = log.traffic(MODEL, 0)
+    assert (traffic.requests, traffic.rows) == (count, count)
+    assert len(log.rows_of(MODEL, [e.prediction_id for e in entries])) == count
