@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from modelserve.model.check import check_bundle
 from modelserve.model.dataset import FEATURES, import_dataset
 from modelserve.predlog import ids
 from modelserve.registry import Registry
-from modelserve.web import SECURITY_HEADERS, create_app, fast
+from modelserve.web import SECURITY_HEADERS, asgi, create_app, fast
 from modelserve.web.asgi import Front
 
 ROW = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
@@ -248,3 +250,36 @@ def test_the_rate_limit_is_one_budget_across_both_paths(guarded):
     assert apps.hot("/api/v1/predict", body, {**JSON, "authorization":
                                               f"Bearer {tokens['operate']}"},
                     peer="10.0.0.9")[0] == 200
+
+
+def test_a_starting_process_waits_boundedly_for_its_broker_before_taking_requests(
+        tmp_path, monkeypatch, caplog):
+    """The lifespan's start-up (before the first accept) waits for the broker connection; with
+    no broker there it completes after the bound, saying so, and the process serves 503s."""
+    monkeypatch.setattr(asgi, "STARTUP_CONNECT_SECONDS", 0.5)
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    settings = load_settings({"MODELSERVE_HOME": str(tmp_path / "home"),
+                              "MODELSERVE_BROKER_URL": f"amqp://u:p@127.0.0.1:{free_port}//"})
+    front = Front(create_app(settings), threads=2)
+    sent: list[dict] = []
+
+    async def run() -> float:
+        messages = asyncio.Queue()
+        await messages.put({"type": "lifespan.startup"})
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "lifespan.startup.complete":
+                await messages.put({"type": "lifespan.shutdown"})
+
+        began = time.monotonic()
+        await front({"type": "lifespan"}, messages.get, send)
+        return time.monotonic() - began
+
+    took = asyncio.run(run())
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                         "lifespan.shutdown.complete"]
+    assert 0.5 <= took < 5
+    assert "no broker connection within" in caplog.text

@@ -18,6 +18,7 @@ from flask import Flask
 from modelserve.config import Settings
 from modelserve.web import create_app, fast
 from modelserve.web.app_service import Service
+from modelserve.web.predictors import STARTUP_CONNECT_SECONDS
 
 log = logging.getLogger(__name__)
 DEFAULT_THREADS = 64
@@ -54,12 +55,20 @@ class Front:
             self._service.start(asyncio.get_running_loop())
             self._started = True
 
+    async def _start_and_connect(self) -> None:
+        """Start the predictor and wait for its broker connection (bounded) before the
+        server takes requests: the lifespan's start-up comes before the first accept."""
+        self._start()
+        if not await self._service.predictor.wait_connected(STARTUP_CONNECT_SECONDS):
+            log.warning("no broker connection within %.0f s of start; serving 503s until "
+                        "there is one", STARTUP_CONNECT_SECONDS)
+
     async def _lifespan(self, receive: fast.Receive, send: fast.Send) -> None:
         """Start the predictor with the worker; stop it (answering its waiters) at the end."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._start()
+                await self._start_and_connect()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._service.aclose()

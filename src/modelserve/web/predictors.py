@@ -52,6 +52,10 @@ __all__ = ["DeadlineExceeded", "InlinePredictor", "Prediction", "QueuePredictor"
 log = logging.getLogger(__name__)
 # How long a request waits for the broker connection (only matters just after start-up).
 CONNECT_GRACE_SECONDS = 0.5
+# A starting web process takes requests once its broker connection is up, or after this long
+# (then it answers fast 503s, as with the broker down): on a loaded machine the connection can
+# take a few seconds, and a process accepting before it has one refuses what it could serve.
+STARTUP_CONNECT_SECONDS = 10.0
 RECONNECT_SECONDS = 0.5
 HEARTBEAT_SECONDS = 10
 # A rollout's shadow copies: at most this many batches in flight (live keeps all of its own
@@ -90,6 +94,10 @@ class InlinePredictor:
                             version: str = "") -> Prediction:
         """The same on the event loop (the model call is short: it runs on the loop)."""
         return self.predict(rows, timeout, model, version)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Nothing to connect to: the model is in this process."""
+        return True
 
     def shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
                done: ShadowDone) -> bool:
@@ -235,6 +243,14 @@ class QueuePredictor:
             self.predict_async(rows, timeout, model, version), self._loop)
         # predict_async settles by the deadline; the margin only covers a stalled loop.
         return future.result(timeout + 5)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait (on the loop) until the broker connection is up, at most timeout seconds."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def shadow(self, rows: np.ndarray, timeout: float, model: str, version: str,
                done: ShadowDone) -> bool:
