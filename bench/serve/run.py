@@ -1,13 +1,14 @@
 """Serving benchmark: one model, one single-row JSON request, wrk at 1/16/64 connections.
 
 Usage: .venv/bin/python bench/serve/run.py [--duration 10] [--warmup 2]
-           [--connections 1,16,64] [--only full,full2,full2-nolog,full2-shadow,inline,inline2,
-           echo-wsgi,echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5]
+           [--connections 1,16,64] [--only full,full2,full2-nolog,full2-shadow,full2-ab,inline,
+           inline2,echo-wsgi,echo-asgi,bentoml,ray,mlserver,pytriton,original] [--timeout 5]
            [--many-models 1,3,10] [--rounds 1] [--tag run2]
 
 Servers: `modelserve up` (the full stack, with one and with two web processes, with two
 without the prediction log: what the log costs, and with two while a shadow rollout gets a
-copy of every request: what a shadow costs live),
+copy of every request: what a shadow costs live; full2-ab is that shadow's cost measured on one
+stack, without and with the shadow cell by cell, the rollout begun and aborted between them),
 `modelserve up --inline` (the same Flask app calling the model in-process, no queue; with two
 web processes it is the ceiling on this machine), two JSON echoes with no model (WSGI under
 `gunicorn -w 2` sync workers, bare ASGI under granian with 2 workers: the HTTP layer's own
@@ -53,6 +54,7 @@ from pathlib import Path
 import floor
 
 from modelserve.config import Settings
+from modelserve.predlog.store import PredictionLog
 from modelserve.stack.ports import port_is_free
 from modelserve.stack.rabbitmq import BrokerNode, free_broker_port
 
@@ -74,8 +76,8 @@ V2_PATH = f"/v2/models/{V2_MODEL}/infer"
 V2_BODY = json.dumps({"inputs": [{"name": "rows", "shape": [1, len(ROW)], "datatype": "FP32",
                                   "data": ROW}]}).encode()
 TOLERANCE = 1e-4
-SERVERS = ("full", "full2", "full2-nolog", "full2-shadow", "inline", "inline2", "echo-wsgi",
-           "echo-asgi", "bentoml", "ray", "mlserver", "pytriton", "original")
+SERVERS = ("full", "full2", "full2-nolog", "full2-shadow", "full2-ab", "inline", "inline2",
+           "echo-wsgi", "echo-asgi", "bentoml", "ray", "mlserver", "pytriton", "original")
 # Each peer's venv is bench/work/<peer>-venv, pinned by peers/<peer>-requirements.txt.
 PEER_VENVS = ("bentoml", "granian", "ray", "mlserver", "pytriton")
 PEER_PACKAGES = {"bentoml": ["bentoml", "tensorflow-cpu", "keras", "numpy"],
@@ -622,28 +624,41 @@ class Server:
 LOG_OFF = {"MODELSERVE_PREDICTION_LOG": "off"}
 
 
-def start_shadowed(ctx: Context) -> tuple[str, str]:
-    """The 2-web-process stack while the development seed shadows every request, in a home of
-    its own (a copy: the rollout must not reach the other servers)."""
+def shadow_home(ctx: Context) -> tuple[dict[str, str], str]:
+    """A copy of the home (a rollout must not reach the other servers) holding the
+    development seed beside the live production one: its environment and the seed's version."""
     home = Path(ctx.env["MODELSERVE_HOME"])
-    shadow_home = home.with_name("home-shadow")
-    shutil.rmtree(shadow_home, ignore_errors=True)
-    shutil.copytree(home, shadow_home, symlinks=True,
-                    ignore=shutil.ignore_patterns("broker", "log"))
-    env = {**ctx.env, "MODELSERVE_HOME": str(shadow_home)}
-    modelserve = str(ctx.venv / "bin" / "modelserve")
+    copy = home.with_name("home-shadow")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(home, copy, symlinks=True, ignore=shutil.ignore_patterns("broker", "log"))
+    env = {**ctx.env, "MODELSERVE_HOME": str(copy)}
     seed = ctx.data / "seed-model" / "development"
-    run_checked([modelserve, "model", "import-legacy", str(seed / "model.json"),
-                 str(seed / "model.h5")], env, "modelserve model import-legacy")
-    settings = Settings(home=shadow_home)
+    run_checked([str(ctx.venv / "bin" / "modelserve"), "model", "import-legacy",
+                 str(seed / "model.json"), str(seed / "model.h5")], env,
+                "modelserve model import-legacy")
+    settings = Settings(home=copy)
     candidate = json.loads((settings.registry_dir / "history.jsonl").read_text()
                            .splitlines()[-1])["version"]
-    # Never decided within the run: the cost measured is that of a shadow under way.
-    begin = [modelserve, "models", "shadow", settings.model_name, candidate,
-             "--policy", "min_requests=1000000000"]
-    run_checked(begin, env, "modelserve models shadow")
-    base, shown, _ = launch_modelserve(replace(ctx, env=env), inline=False, web_processes=2)
-    return base, f"{shown} (after: modelserve models shadow {settings.model_name} {candidate})"
+    return env, candidate
+
+
+def begin_shadow(ctx: Context, env: dict[str, str], candidate: str) -> str:
+    """Let the candidate shadow every request, never decided within the run (the cost
+    measured is that of a shadow under way); the command, as shown in the report."""
+    name = Settings(home=Path(env["MODELSERVE_HOME"])).model_name
+    run_checked([str(ctx.venv / "bin" / "modelserve"), "models", "shadow", name, candidate,
+                 "--policy", "min_requests=1000000000"], env, "modelserve models shadow")
+    return f"modelserve models shadow {name} {candidate}"
+
+
+def start_shadowed(ctx: Context) -> tuple[str, str]:
+    """The 2-web-process stack while the development seed shadows every request."""
+    env, candidate = shadow_home(ctx)
+    shown = begin_shadow(ctx, env, candidate)
+    base, settings, _ = launch_modelserve(replace(ctx, env=env), inline=False, web_processes=2)
+    return base, f"{settings} (after: {shown})"
+
+
 STARTERS: dict[str, Server] = {
     "full": Server("modelserve up (full stack)", lambda ctx: start_modelserve(ctx, inline=False)),
     "full2": Server("modelserve up, 2 web processes",
@@ -764,6 +779,75 @@ def bench_server(name: str, ctx: Context, args: argparse.Namespace, reference: f
     finally:
         ctx.procs.stop_all()
     return result
+
+
+AB_OFF, AB_ON = "full2-ab", "full2-ab-shadow"  # the two halves of the toggled stack
+
+
+def bench_shadow_toggled(ctx: Context, args: argparse.Namespace, reference: float,
+                         round_: int = 1) -> list[dict]:
+    """One 2-web-process stack measured without and with a shadow of every request, cell by
+    cell at each concurrency (the rollout begun and aborted between the two): the same
+    processes, seconds apart, so the difference is the shadow's and not the stack's."""
+    suffix = f", round {round_}" if args.rounds > 1 else ""
+    off: dict = {"name": AB_OFF, "round": round_, "cells": {}, "path": PATH,
+                 "body": BODY.decode(),
+                 "label": f"modelserve up, 2 web processes, no rollout (toggled){suffix}"}
+    on: dict = {**off, "name": AB_ON, "cells": {},
+                "label": f"the same stack, a shadow of every request (toggled){suffix}"}
+    try:
+        print(f"== {off['label']}: starting", flush=True)
+        begun = time.monotonic()
+        env, candidate = shadow_home(ctx)
+        shadowed = replace(ctx, env=env)
+        base, settings, _ = launch_modelserve(shadowed, inline=False, web_processes=2)
+        off["startup_s"] = on["startup_s"] = time.monotonic() - begun
+        off["probability"] = on["probability"] = check_answer(base, reference)
+        name = Settings(home=Path(env["MODELSERVE_HOME"])).model_name
+        abort = [str(ctx.venv / "bin" / "modelserve"), "models", "abort", name]
+        for index, connections in enumerate(args.connections):
+            # Which half goes first alternates (by round and concurrency): neither gains from
+            # a stack still warming up, nor from the machine's drift.
+            for half in (off, on) if (round_ + index) % 2 else (on, off):
+                if half is on:
+                    shown = begin_shadow(shadowed, env, candidate)
+                # The rollout is re-read every 0.25 s: the cell's settle and warm-up outlast it.
+                cell = measure_cell(base, connections, args, procs=ctx.procs)
+                half["cells"][connections] = cell
+                print(f"   {connections:>3} conns  {format_cell(cell)}  ({half['name']})",
+                      flush=True)
+                if half is on:
+                    run_checked(abort, env, "modelserve models abort")
+            ctx.procs.check_alive(f"the {connections}-connection cells")
+        on["settings"] = f"{settings} (before each cell: {shown}; after it: {' '.join(abort[1:])})"
+        off["settings"] = settings
+    except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
+        off["error"] = on["error"] = f"{type(error).__name__}: {error}"
+        print(f"   FAILED: {error}", flush=True)
+    finally:
+        ctx.procs.stop_all()
+    if "error" not in on:
+        on["shadow_answers"] = shadow_answers(Settings(home=Path(env["MODELSERVE_HOME"])),
+                                              candidate)
+    return [off, on]
+
+
+def shadow_answers(settings: Settings, candidate: str) -> int:
+    """How many copies the candidate answered, from the stack's prediction log (written in
+    full once the stack stopped): evidence that the shadow cells had their shadow."""
+    path = settings.prediction_log_file
+    if path is None or not path.exists():
+        return 0
+    traffic = PredictionLog(path).traffic(settings.model_name, 0.0)
+    return sum(t.requests - t.errors for t in traffic if t.version == candidate)
+
+
+def bench_named(name: str, ctx: Context, args: argparse.Namespace, reference: float,
+                round_: int) -> list[dict]:
+    """The results of one name of --only: one server's, or the toggled stack's two halves."""
+    if name == AB_OFF:
+        return bench_shadow_toggled(ctx, args, reference, round_)
+    return [bench_server(name, ctx, args, reference, round_)]
 
 
 # ---------------------------------------------------------------- many models
@@ -1210,6 +1294,12 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         *cost_lines(results, args.connections, "full2-shadow", "A shadow's cost to live (the "
                     "2-web-process stack, against the same stack while a shadow rollout gets a "
                     "copy of every request, scored by the same two workers)", 0.25),
+        *cost_lines(results, args.connections, AB_ON, "A shadow's cost to live on one stack "
+                    "(the 2-web-process stack measured without and with a shadow of every "
+                    "request at each concurrency, which first alternating, the rollout begun "
+                    "and aborted between the two cells: the same processes, seconds apart)",
+                    0.25, base=AB_OFF),
+        *shadow_lines(results),
         "",
         "| server | settings | start-up s | settle s per cell |",
         "|---|---|---:|---|",
@@ -1224,6 +1314,19 @@ def report(results: list[dict], info: dict, args: argparse.Namespace, model: dic
         for r in failures:
             lines += [f"{r['label']}:", "", "```", r["error"], "```", ""]
     return lines
+
+
+def shadow_lines(results: list[dict]) -> list[str]:
+    """Whether the toggled stack's shadow cells had their shadow: copies answered by the
+    candidate, beside the answers of those cells (warm-ups and settling answered more)."""
+    rounds = [r for r in results if r["name"] == AB_ON and "shadow_answers" in r]
+    if not rounds:
+        return []
+    shown = "; ".join(
+        f"{r['shadow_answers']:,} copies answered by the candidate, "
+        f"{sum(c['raw']['ok'] for c in r['cells'].values()):,} answers measured"
+        for r in rounds)
+    return [f"- The toggled stack's shadow cells, per round: {shown}."]
 
 
 def floor_lines(results: list[dict]) -> list[str]:
@@ -1243,12 +1346,13 @@ def floor_lines(results: list[dict]) -> list[str]:
 
 
 def cost_lines(results: list[dict], connections: list[int], variant: str, what: str,
-               goal: float) -> list[str]:
-    """What a variant of the 2-web-process stack costs against it (full2), per connection
-    count: in throughput and in the server's CPU per answer, each round's stack against the
-    same round's full2, and the median of the rounds judged against the goal. The variant's
-    figures are the ones without the cost (full2-nolog) or with it (full2-shadow)."""
-    pairs = cost_pairs(results, variant)
+               goal: float, base: str = "full2") -> list[str]:
+    """What a variant of the 2-web-process stack costs against it (full2, or the toggled
+    stack's half without the shadow), per connection count: in throughput and in the server's
+    CPU per answer, each round's variant against the same round's base, and the median of the
+    rounds judged against the goal. The variant's figures are the ones without the cost
+    (full2-nolog) or with it (the shadows)."""
+    pairs = cost_pairs(results, variant, base)
     parts = []
     for count in connections:
         cells = [(paying["cells"][count], free["cells"][count]) for paying, free in pairs
@@ -1272,12 +1376,13 @@ def cost_lines(results: list[dict], connections: list[int], variant: str, what: 
     return [f"- {what}: " + "; ".join(parts) + "."] if parts else []
 
 
-def cost_pairs(results: list[dict], variant: str) -> list[tuple[dict, dict]]:
+def cost_pairs(results: list[dict], variant: str, base_name: str = "full2"
+               ) -> list[tuple[dict, dict]]:
     """Per round that ran both: (the stack that pays the cost, the one that does not)."""
     pairs = []
     for round_ in sorted({r.get("round", 1) for r in results}):
         by_name = {r["name"]: r for r in results if r.get("round", 1) == round_}
-        base, other = by_name.get("full2"), by_name.get(variant)
+        base, other = by_name.get(base_name), by_name.get(variant)
         if base is None or other is None or "error" in base or "error" in other:
             continue
         pairs.append((base, other) if variant.endswith("nolog") else (other, base))
@@ -1370,8 +1475,9 @@ def main() -> None:
             else:
                 # Rounds interleave the servers, so that a slow spell of the machine falls
                 # on all of them alike rather than on one.
-                results = [bench_server(name, ctx, args, probability, round_)
-                           for round_ in range(1, args.rounds + 1) for name in args.names]
+                results = [result for round_ in range(1, args.rounds + 1)
+                           for name in args.names
+                           for result in bench_named(name, ctx, args, probability, round_)]
     except KeyboardInterrupt:
         sys.exit("interrupted: every process started was stopped; nothing written")
     info = machine(args.venv) | {"date": datetime.now(UTC).strftime("%Y-%m-%d")}
