@@ -819,7 +819,8 @@ def bench_shadow_toggled(ctx: Context, args: argparse.Namespace, reference: floa
                 if half is on:
                     run_checked(abort, env, "modelserve models abort")
             ctx.procs.check_alive(f"the {connections}-connection cells")
-        on["settings"] = f"{settings} (before each cell: {shown}; after it: {' '.join(abort[1:])})"
+        on["settings"] = (f"{settings} (before each cell: {shown}; after it: modelserve models "
+                          f"abort {name})")
         off["settings"] = settings
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
         off["error"] = on["error"] = f"{type(error).__name__}: {error}"
