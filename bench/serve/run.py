@@ -624,38 +624,65 @@ class Server:
 LOG_OFF = {"MODELSERVE_PREDICTION_LOG": "off"}
 
 
-def shadow_home(ctx: Context) -> tuple[dict[str, str], str]:
+@dataclass(frozen=True)
+class ShadowHome:
     """A copy of the home (a rollout must not reach the other servers) holding the
-    development seed beside the live production one: its environment and the seed's version."""
-    home = Path(ctx.env["MODELSERVE_HOME"])
-    copy = home.with_name("home-shadow")
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(home, copy, symlinks=True, ignore=shutil.ignore_patterns("broker", "log"))
-    env = {**ctx.env, "MODELSERVE_HOME": str(copy)}
-    seed = ctx.data / "seed-model" / "development"
-    run_checked([str(ctx.venv / "bin" / "modelserve"), "model", "import-legacy",
-                 str(seed / "model.json"), str(seed / "model.h5")], env,
-                "modelserve model import-legacy")
-    settings = Settings(home=copy)
-    candidate = json.loads((settings.registry_dir / "history.jsonl").read_text()
-                           .splitlines()[-1])["version"]
-    return env, candidate
+    development seed beside the live production one, and the commands of its rollout."""
 
+    env: dict[str, str]
+    settings: Settings
+    candidate: str  # the development seed's version
+    modelserve: str
 
-def begin_shadow(ctx: Context, env: dict[str, str], candidate: str) -> str:
-    """Let the candidate shadow every request, never decided within the run (the cost
-    measured is that of a shadow under way); the command, as shown in the report."""
-    name = Settings(home=Path(env["MODELSERVE_HOME"])).model_name
-    run_checked([str(ctx.venv / "bin" / "modelserve"), "models", "shadow", name, candidate,
-                 "--policy", "min_requests=1000000000"], env, "modelserve models shadow")
-    return f"modelserve models shadow {name} {candidate}"
+    @classmethod
+    def make(cls, ctx: Context) -> ShadowHome:
+        """Copy the home and import the development seed into the copy."""
+        home = Path(ctx.env["MODELSERVE_HOME"])
+        copy = home.with_name("home-shadow")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(home, copy, symlinks=True,
+                        ignore=shutil.ignore_patterns("broker", "log"))
+        env = {**ctx.env, "MODELSERVE_HOME": str(copy)}
+        modelserve = str(ctx.venv / "bin" / "modelserve")
+        seed = ctx.data / "seed-model" / "development"
+        run_checked([modelserve, "model", "import-legacy", str(seed / "model.json"),
+                     str(seed / "model.h5")], env, "modelserve model import-legacy")
+        settings = Settings(home=copy)
+        candidate = json.loads((settings.registry_dir / "history.jsonl").read_text()
+                               .splitlines()[-1])["version"]
+        return cls(env, settings, candidate, modelserve)
+
+    def begin(self) -> str:
+        """Let the candidate shadow every request, never decided within the run (the cost
+        measured is that of a shadow under way); the command, as shown in the report."""
+        name = self.settings.model_name
+        run_checked([self.modelserve, "models", "shadow", name, self.candidate,
+                     "--policy", "min_requests=1000000000"], self.env, "modelserve models shadow")
+        return f"modelserve models shadow {name} {self.candidate}"
+
+    def abort(self) -> str:
+        """End the shadow (live stays); the command, as shown in the report."""
+        name = self.settings.model_name
+        run_checked([self.modelserve, "models", "abort", name], self.env,
+                    "modelserve models abort")
+        return f"modelserve models abort {name}"
+
+    def answers(self) -> int:
+        """How many copies the candidate answered, from the prediction log (written in full
+        once the stack stopped): evidence that the shadow cells had their shadow."""
+        path = self.settings.prediction_log_file
+        if path is None or not path.exists():
+            return 0
+        traffic = PredictionLog(path).traffic(self.settings.model_name, 0.0)
+        return sum(t.requests - t.errors for t in traffic if t.version == self.candidate)
 
 
 def start_shadowed(ctx: Context) -> tuple[str, str]:
     """The 2-web-process stack while the development seed shadows every request."""
-    env, candidate = shadow_home(ctx)
-    shown = begin_shadow(ctx, env, candidate)
-    base, settings, _ = launch_modelserve(replace(ctx, env=env), inline=False, web_processes=2)
+    home = ShadowHome.make(ctx)
+    shown = home.begin()
+    base, settings, _ = launch_modelserve(replace(ctx, env=home.env), inline=False,
+                                          web_processes=2)
     return base, f"{settings} (after: {shown})"
 
 
@@ -795,52 +822,39 @@ def bench_shadow_toggled(ctx: Context, args: argparse.Namespace, reference: floa
                  "label": f"modelserve up, 2 web processes, no rollout (toggled){suffix}"}
     on: dict = {**off, "name": AB_ON, "cells": {},
                 "label": f"the same stack, a shadow of every request (toggled){suffix}"}
+    home: ShadowHome | None = None
     try:
         print(f"== {off['label']}: starting", flush=True)
         begun = time.monotonic()
-        env, candidate = shadow_home(ctx)
-        shadowed = replace(ctx, env=env)
-        base, settings, _ = launch_modelserve(shadowed, inline=False, web_processes=2)
+        home = ShadowHome.make(ctx)
+        base, settings, _ = launch_modelserve(replace(ctx, env=home.env), inline=False,
+                                              web_processes=2)
         off["startup_s"] = on["startup_s"] = time.monotonic() - begun
         off["probability"] = on["probability"] = check_answer(base, reference)
-        name = Settings(home=Path(env["MODELSERVE_HOME"])).model_name
-        abort = [str(ctx.venv / "bin" / "modelserve"), "models", "abort", name]
         for index, connections in enumerate(args.connections):
             # Which half goes first alternates (by round and concurrency): neither gains from
             # a stack still warming up, nor from the machine's drift.
             for half in (off, on) if (round_ + index) % 2 else (on, off):
                 if half is on:
-                    shown = begin_shadow(shadowed, env, candidate)
+                    begin = home.begin()
                 # The rollout is re-read every 0.25 s: the cell's settle and warm-up outlast it.
                 cell = measure_cell(base, connections, args, procs=ctx.procs)
                 half["cells"][connections] = cell
                 print(f"   {connections:>3} conns  {format_cell(cell)}  ({half['name']})",
                       flush=True)
                 if half is on:
-                    run_checked(abort, env, "modelserve models abort")
+                    abort = home.abort()
             ctx.procs.check_alive(f"the {connections}-connection cells")
-        on["settings"] = (f"{settings} (before each cell: {shown}; after it: modelserve models "
-                          f"abort {name})")
+        on["settings"] = f"{settings} (before each cell: {begin}; after it: {abort})"
         off["settings"] = settings
     except Exception as error:  # noqa: BLE001 (one server failing must not stop the others)
         off["error"] = on["error"] = f"{type(error).__name__}: {error}"
         print(f"   FAILED: {error}", flush=True)
     finally:
         ctx.procs.stop_all()
-    if "error" not in on:
-        on["shadow_answers"] = shadow_answers(Settings(home=Path(env["MODELSERVE_HOME"])),
-                                              candidate)
+    if home is not None and "error" not in on:
+        on["shadow_answers"] = home.answers()
     return [off, on]
-
-
-def shadow_answers(settings: Settings, candidate: str) -> int:
-    """How many copies the candidate answered, from the stack's prediction log (written in
-    full once the stack stopped): evidence that the shadow cells had their shadow."""
-    path = settings.prediction_log_file
-    if path is None or not path.exists():
-        return 0
-    traffic = PredictionLog(path).traffic(settings.model_name, 0.0)
-    return sum(t.requests - t.errors for t in traffic if t.version == candidate)
 
 
 def bench_named(name: str, ctx: Context, args: argparse.Namespace, reference: float,
